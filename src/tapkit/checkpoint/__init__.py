@@ -1,0 +1,1 @@
+"""Reading and writing weights without executing code from the file."""

@@ -1,0 +1,98 @@
+"""Loading and saving TAP weights: official .pkl (restricted unpickler),
+.safetensors (with the architecture in the metadata) and torch files
+(weights_only). The format is recognised from the file's content."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from tapkit.checkpoint.safe_pickle import UnsafePickleError, safe_load_pickle
+from tapkit.errors import UserError
+from tapkit.utils.atomic import write_with
+
+CONFIG_KEY = "tapkit_config"
+
+
+class CheckpointError(UserError):
+    """The checkpoint file cannot be read as model weights."""
+
+
+@dataclass
+class Checkpoint:
+    """Tensors by name, and the architecture when the file records it."""
+
+    tensors: dict[str, torch.Tensor]
+    config: dict | None
+    path: Path
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:2] == b"PK":
+        return "torch"
+    if head[:1] == b"\x80":
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    raise CheckpointError(f"unrecognised checkpoint format: {path} (expected .pkl, .safetensors or a torch file)")
+
+
+def _to_tensors(state: Mapping, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(state, Mapping) or not state:
+        raise CheckpointError(f"not a weights file (expected a mapping of names to arrays): {path}")
+    tensors = {}
+    for name, value in state.items():
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"not a weights file: entry {name!r} is not an array: {path}")
+        tensors[name] = value
+    return tensors
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    kind = _sniff(path)
+    config = None
+    try:
+        if kind == "pickle":
+            state = safe_load_pickle(path)
+        elif kind == "torch":
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+                config = state.get(CONFIG_KEY)
+                state = state["model"]
+        else:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+            if CONFIG_KEY in metadata:
+                config = json.loads(metadata[CONFIG_KEY])
+    except UnsafePickleError as err:
+        raise CheckpointError(f"refusing {path}: {err}") from None
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError, OSError) as err:
+        raise CheckpointError(f"corrupt checkpoint {path}: {err}") from None
+    return Checkpoint(_to_tensors(state, path), config, path)
+
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, config: dict | None = None) -> None:
+    """Writes the tensors (contiguous, CPU) atomically, with the architecture in the metadata."""
+    from safetensors.torch import save_file
+
+    data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    metadata = {CONFIG_KEY: json.dumps(config)} if config is not None else None
+    write_with(path, lambda tmp: save_file(data, str(tmp), metadata=metadata))

@@ -1,0 +1,1 @@
+"""Model families. One folder per family, one file per component."""

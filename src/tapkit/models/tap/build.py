@@ -1,0 +1,66 @@
+"""Building TAP models: from a named preset (random weights) or from a checkpoint,
+whose architecture is read off its tensors."""
+
+from __future__ import annotations
+
+import torch
+
+from tapkit.checkpoint.io import Checkpoint, CheckpointError
+from tapkit.models.tap.concepts import ConceptFileError, ConceptVocabulary
+from tapkit.models.tap.config import PRESETS, ArchitectureError, TapConfig, infer_config, shapes_of
+from tapkit.models.tap.model import TapModel, is_derived_key
+from tapkit.models.tap.tokenizer import TextTokenizer, TokenizerError
+
+
+def preset_config(name: str) -> TapConfig:
+    if name not in PRESETS:
+        raise ArchitectureError(f"unknown preset '{name}'; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def check_companions(cfg: TapConfig, tokenizer: TextTokenizer | None, concepts: ConceptVocabulary | None) -> None:
+    """Raises a one-line error when the tokenizer or concepts do not fit the model."""
+    if tokenizer is not None:
+        if cfg.text_decoder is None:
+            raise TokenizerError("the checkpoint has no text decoder, so a tokenizer cannot be used with it")
+        if tokenizer.n_words != cfg.text_decoder.vocab_size:
+            raise TokenizerError(
+                f"tokenizer {tokenizer.path} has {tokenizer.n_words} pieces but the checkpoint's text "
+                f"decoder has a vocabulary of {cfg.text_decoder.vocab_size}: wrong tokenizer for this model"
+            )
+    if concepts is not None and concepts.embed_dim != cfg.image_decoder.sem_embed_dim:
+        raise ConceptFileError(
+            f"concept embeddings are {concepts.embed_dim}-d but the model predicts "
+            f"{cfg.image_decoder.sem_embed_dim}-d semantic embeddings"
+        )
+
+
+def tap_from_checkpoint(
+    checkpoint: Checkpoint,
+    tokenizer: TextTokenizer | None = None,
+    concepts: ConceptVocabulary | None = None,
+    preset: str | None = None,
+) -> TapModel:
+    tensors = {k: v for k, v in checkpoint.tensors.items() if not is_derived_key(k)}
+    if preset is not None:
+        cfg = preset_config(preset)
+    elif checkpoint.config is not None:
+        cfg = TapConfig.from_dict(checkpoint.config)
+    else:
+        cfg = infer_config(shapes_of(tensors))
+    check_companions(cfg, tokenizer, concepts)
+    model = TapModel(cfg, tokenizer, concepts)
+    expected = model.learned_state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"{checkpoint.path} does not match the TAP architecture ({detail})")
+    for name, value in tensors.items():
+        if tuple(value.shape) != tuple(expected[name].shape):
+            raise CheckpointError(
+                f"{checkpoint.path}: tensor {name} has shape {tuple(value.shape)}, "
+                f"the architecture needs {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(tensors, strict=False)  # key sets were checked above
+    return model.eval()

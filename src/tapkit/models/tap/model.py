@@ -1,0 +1,82 @@
+"""The TAP model: image encoder, prompt encoder, image decoder and (optionally)
+the text decoder, plus the tokenizer and concept vocabulary it uses."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tapkit.models.tap.concepts import ConceptVocabulary
+from tapkit.models.tap.config import TapConfig
+from tapkit.models.tap.image_decoder import DecoderOutput, ImageDecoder
+from tapkit.models.tap.image_encoder import ImageEncoder
+from tapkit.models.tap.prompt_encoder import PromptEncoder
+from tapkit.models.tap.text_decoder import TextDecoder
+from tapkit.models.tap.tokenizer import TextTokenizer
+
+# BGR order, as the reference reads images with OpenCV.
+PIXEL_MEAN_BGR = (103.53, 116.28, 123.675)
+PIXEL_STD_BGR = (57.375, 57.12, 58.395)
+
+# Tensors of the official state dict that are derived, not learned.
+DERIVED_KEYS = ("pixel_mean", "pixel_rsig")
+DERIVED_SUFFIXES = (".rel_pos_embed.index", ".num_batches_tracked")
+
+
+def is_derived_key(name: str) -> bool:
+    return name in DERIVED_KEYS or name.endswith(DERIVED_SUFFIXES)
+
+
+class TapModel(nn.Module):
+    def __init__(
+        self,
+        cfg: TapConfig,
+        tokenizer: TextTokenizer | None = None,
+        concepts: ConceptVocabulary | None = None,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        enc = cfg.image_encoder
+        self.image_encoder = ImageEncoder(enc)
+        self.prompt_encoder = PromptEncoder(enc.out_dim, enc.image_size)
+        self.image_decoder = ImageDecoder(cfg.image_decoder)
+        self.text_decoder = TextDecoder(cfg.text_decoder) if cfg.text_decoder else None
+        self.tokenizer = tokenizer
+        self.concepts = concepts
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN_BGR), persistent=False)
+        self.register_buffer("pixel_rsig", torch.tensor(PIXEL_STD_BGR).reciprocal(), persistent=False)
+
+    @property
+    def image_size(self) -> int:
+        return self.cfg.image_encoder.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pixel_mean.dtype
+
+    def normalize(self, images_bgr: torch.Tensor) -> torch.Tensor:
+        """(B, S, S, 3) uint8 BGR -> (B, 3, S, S) normalized, in the model dtype
+        (the reference normalizes in the model dtype too)."""
+        x = images_bgr.to(device=self.device, dtype=self.dtype)
+        return x.sub(self.pixel_mean).mul(self.pixel_rsig).permute(0, 3, 1, 2)
+
+    def encode_image(self, images_bgr: torch.Tensor) -> torch.Tensor:
+        """(B, S, S, 3) uint8 padded BGR -> image embedding (B, C, S/16, S/16)."""
+        return self.image_encoder(self.normalize(images_bgr))
+
+    def decode(self, image_embed: torch.Tensor, xy: torch.Tensor, labels: torch.Tensor) -> DecoderOutput:
+        """Decodes N prompts of P points each against one image embedding (1, C, h, w).
+
+        xy: (N, P, 2) pixel coordinates in the resized (model-input) frame; labels: (N, P)."""
+        h, w = image_embed.shape[-2:]
+        tokens = self.prompt_encoder(xy.to(self.device), labels.to(self.device))
+        image_pos = self.prompt_encoder.dense_positions(h, w)
+        return self.image_decoder(image_embed, image_pos, tokens)
+
+    def learned_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict in the official naming, without derived tensors."""
+        return {k: v for k, v in self.state_dict().items() if not is_derived_key(k)}

@@ -1,0 +1,1 @@
+"""Prompt-driven prediction on one image at a time."""

@@ -1,0 +1,79 @@
+"""Reading images and the reference's resize-and-pad preprocessing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tapkit.errors import UserError
+from tapkit.models.tap.model import PIXEL_MEAN_BGR
+
+# The reference pads a uint8 canvas with the float pixel mean, which truncates.
+PAD_VALUE_BGR = np.array(PIXEL_MEAN_BGR).astype(np.uint8)
+
+
+class ImageError(UserError):
+    """The image cannot be read or is not an image."""
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Reads a file as an (H, W, 3) uint8 RGB array, honouring EXIF orientation."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            return np.asarray(im.convert("RGB")).copy()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(f"cannot read image {path}: {err}") from None
+
+
+def as_rgb_array(image) -> np.ndarray:
+    """Accepts a path, a PIL image or an array ((H, W), (H, W, 3) or (H, W, 4) uint8)."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB")).copy()
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ImageError(f"image arrays must be uint8, got {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or min(array.shape[:2]) < 1:
+        raise ImageError(f"image arrays must be (H, W), (H, W, 3) or (H, W, 4); got {array.shape}")
+    return np.ascontiguousarray(array[:, :, :3])
+
+
+@dataclass(frozen=True)
+class ResizeInfo:
+    """How an image maps to the model input: original and resized (height, width),
+    and the float32 scale that takes original pixel coordinates to resized ones."""
+
+    original_size: tuple[int, int]
+    resized_size: tuple[int, int]
+    scale: float
+
+
+def resize_scale(height: int, width: int, target: int) -> float:
+    """The reference's rule: fit the short side, unless the long side then exceeds the target."""
+    scale = float(target) / float(min(height, width))
+    if np.round(scale * max(height, width)) > target:
+        scale = float(target) / float(max(height, width))
+    return scale
+
+
+def preprocess(rgb: np.ndarray, target: int) -> tuple[np.ndarray, ResizeInfo]:
+    """(H, W, 3) uint8 RGB -> ((target, target, 3) uint8 BGR resized and padded, ResizeInfo)."""
+    h, w = rgb.shape[:2]
+    scale = resize_scale(h, w, target)
+    new_h, new_w = int(h * scale + 0.5), int(w * scale + 0.5)
+    resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR))
+    canvas = np.empty((target, target, 3), np.uint8)
+    canvas[:] = PAD_VALUE_BGR
+    canvas[:new_h, :new_w] = resized[:, :, ::-1]
+    return canvas, ResizeInfo((h, w), (new_h, new_w), float(np.float32(scale)))

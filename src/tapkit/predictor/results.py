@@ -1,0 +1,67 @@
+"""Typed prediction results and their JSON form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tapkit.models.tap.prompt_encoder import PADDING
+from tapkit.utils.rle import encode_rle
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Tight [x, y, w, h] box of a bool mask (COCO convention); zeros for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return (0, 0, 0, 0)
+    return (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
+
+
+@dataclass
+class Region:
+    """What the model says about one prompted region.
+
+    prompt_points: (P, 3) [x, y, label] the prompt as the model saw it (original pixels).
+    mask: (H, W) bool at the original resolution. bbox: [x, y, w, h] of the mask.
+    score: predicted IoU of the selected mask; mask_index: which of the 4 masks.
+    concept / concept_score / concepts: top-1 name and probability, and the top-k list.
+    caption: generated text. embedding: the 1024-d semantic embedding."""
+
+    prompt_points: np.ndarray
+    mask: np.ndarray
+    bbox: tuple[int, int, int, int]
+    area: int
+    score: float
+    mask_index: int
+    concept: str | None
+    concept_score: float | None
+    concepts: list[tuple[str, float]]
+    caption: str | None
+    embedding: np.ndarray | None
+
+    def prompt_dict(self) -> dict:
+        """The prompt in the PROMPTS.json form (points without the padding point)."""
+        labels = self.prompt_points[:, 2].astype(int)
+        out: dict = {}
+        start = 0
+        if len(labels) >= 2 and labels[0] == 2 and labels[1] == 3:
+            out["box"] = [float(v) for v in self.prompt_points[:2, :2].reshape(-1)]
+            start = 2
+        points = [[float(x), float(y), int(lab)] for x, y, lab in self.prompt_points[start:] if int(lab) != PADDING]
+        if points:
+            out["points"] = points
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "prompt": self.prompt_dict(),
+            "mask": encode_rle(self.mask),
+            "bbox": list(self.bbox),
+            "area": self.area,
+            "score": self.score,
+            "concept": self.concept,
+            "concept_score": self.concept_score,
+            "concepts": [[name, prob] for name, prob in self.concepts],
+            "caption": self.caption,
+        }
