@@ -1,0 +1,1 @@
+"""Command-line interface: `tapkit COMMAND ...`, one module per command."""

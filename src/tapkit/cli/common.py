@@ -1,0 +1,42 @@
+"""Options and parsing shared by commands that load a model."""
+
+from __future__ import annotations
+
+import argparse
+
+from tapkit.defaults import default_model_files
+from tapkit.errors import UserError
+from tapkit.loading import DTYPES, load_model
+from tapkit.models.tap.config import PRESETS
+from tapkit.models.tap.model import TapModel
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--checkpoint", metavar="CKPT", help="weights: official .pkl, .safetensors or torch file (default: the packaged default model)")
+    group.add_argument("--tokenizer", metavar="SPM_MODEL", help="SentencePiece model for captions (without it: no captions)")
+    group.add_argument("--concepts", metavar="CONCEPTS_PKL", help="concept vocabulary, e.g. merged_2560.pkl (without it: no concept names)")
+    group.add_argument("--preset", choices=sorted(PRESETS), help="assert the architecture instead of reading it off the weights")
+    group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    group.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="compute dtype (default: float32)")
+
+
+def model_from_args(args: argparse.Namespace) -> TapModel:
+    checkpoint, tokenizer, concepts = args.checkpoint, args.tokenizer, args.concepts
+    if checkpoint is None:
+        files = default_model_files()
+        checkpoint = files.checkpoint
+        tokenizer = tokenizer or files.tokenizer
+        concepts = concepts or files.concepts
+    return load_model(checkpoint, tokenizer=tokenizer, concepts=concepts, device=args.device, dtype=args.dtype, preset=args.preset)
+
+
+def parse_numbers(text: str, count: tuple[int, ...], what: str) -> list[float]:
+    """'1,2,3' -> [1.0, 2.0, 3.0], checking how many numbers there are."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated numbers, got '{text}'") from None
+    if len(values) not in count:
+        raise UserError(f"{what} takes {' or '.join(map(str, count))} numbers, got '{text}'")
+    return values

@@ -1,0 +1,29 @@
+"""The project's default model files, shipped inside the package once trained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tapkit.errors import UserError
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    checkpoint: Path
+    tokenizer: Path | None
+    concepts: Path | None
+
+
+def default_model_files() -> ModelFiles:
+    """The packaged default model, or a one-line error saying what is missing."""
+    checkpoint = ASSETS / "default_model.safetensors"
+    if not checkpoint.is_file():
+        raise UserError(
+            "no --checkpoint given and this install has no default model yet "
+            "(a packaged default model is planned); pass --checkpoint CKPT, e.g. an official tap_vit_b_v1_1.pkl"
+        )
+    tokenizer, concepts = ASSETS / "default_tokenizer.model", ASSETS / "default_concepts.pkl"
+    return ModelFiles(checkpoint, tokenizer if tokenizer.is_file() else None, concepts if concepts.is_file() else None)

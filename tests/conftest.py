@@ -1,0 +1,25 @@
+import numpy as np
+import pytest
+
+from tapkit.testing import make_tiny_model_files
+
+
+@pytest.fixture(scope="session")
+def tiny_files(tmp_path_factory):
+    """A random tiny TAP as an official-format .pkl, with tokenizer and concept file."""
+    return make_tiny_model_files(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_files):
+    import tapkit
+
+    return tapkit.load_model(tiny_files.checkpoint, tokenizer=tiny_files.tokenizer, concepts=tiny_files.concepts, device="cpu")
+
+
+@pytest.fixture
+def rgb_image():
+    rng = np.random.default_rng(0)
+    image = (rng.random((96, 144, 3)) * 255).astype(np.uint8)
+    image[20:60, 30:90] = (220, 30, 30)
+    return image
