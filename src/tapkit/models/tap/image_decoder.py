@@ -32,7 +32,11 @@ class Attention(nn.Module):
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Inputs may have batch size 1 where they are shared by all prompts: they are
+        projected once and broadcast, which is what makes large prompt batches cheap."""
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        n = max(q.shape[0], k.shape[0], v.shape[0])
+        q, k, v = (t.expand(n, -1, -1, -1) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).flatten(2))
 
@@ -88,7 +92,10 @@ class TwoWayTransformer(nn.Module):
         self.dropout = nn.Dropout(0.1)
 
     def forward(self, query, key, key_pos):
-        """query: (N, T, C) tokens (also their positions); key: (N, HW, C); key_pos: (HW, C)."""
+        """query: (N, T, C) tokens (also their positions); key: (1 or N, HW, C), the image
+        embedding, shared by all prompts when its batch size is 1; key_pos: (HW, C).
+        Until the first image update the image side is the same for every prompt, so
+        its projections run once for the whole batch."""
         query_pos = query
         for block in self.blocks:
             query, key = block(query, key, query_pos, key_pos)
@@ -157,14 +164,17 @@ class ImageDecoder(nn.Module):
         _, c, h, w = image_embed.shape
         learned = torch.cat([self.sem_tokens.weight, self.iou_token.weight, self.mask_tokens.weight])
         query = torch.cat([learned.unsqueeze(0).expand(n, -1, -1), prompt_tokens], dim=1)
-        key = image_embed.flatten(2).transpose(1, 2).expand(n, -1, -1)
+        key = image_embed.flatten(2).transpose(1, 2)
         query, key = self.transformer(query, key, image_pos)
-        upscaled = self.output_conv(key.transpose(1, 2).reshape(n, c, h, w)).flatten(2)
+        # (N, HW, C) viewed as a channels-last map: the convolutions take it without a copy.
+        upscaled = self.output_conv(key.reshape(n, h, w, c).permute(0, 3, 1, 2))
+        # Still channels-last: (N, 4h * 4w, C/8) without a copy.
+        upscaled = upscaled.permute(0, 2, 3, 1).reshape(n, 16 * h * w, -1)
         sem_tokens = query[:, :m]
         iou_token = query[:, m]
         mask_tokens = query[:, m + 1 : 2 * m + 1]
         hyper = torch.stack([head(mask_tokens[:, i]) for i, head in enumerate(self.mask_pred)], dim=1)
-        mask_logits = (hyper @ upscaled).view(n, m, 4 * h, 4 * w)
+        mask_logits = (upscaled @ hyper.transpose(1, 2)).transpose(1, 2).view(n, m, 4 * h, 4 * w)
         return DecoderOutput(
             mask_logits=mask_logits,
             iou=self.iou_pred(iou_token).float(),
