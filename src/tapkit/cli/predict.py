@@ -58,10 +58,10 @@ def read_prompts(args: argparse.Namespace) -> list[Prompt]:
         prompts.append(Prompt(points=points, box=box))
     if args.prompts:
         path = Path(args.prompts)
-        if not path.is_file():
-            raise UserError(f"prompts file not found: {path}")
         try:
             data = json.loads(path.read_text())
+        except (FileNotFoundError, IsADirectoryError):
+            raise UserError(f"prompts file not found: {path}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UserError(f"{path} is not valid JSON: {err}") from None
         if not isinstance(data, list):

@@ -63,12 +63,23 @@ def draw_overlay(
     for mask, colour, text in zip(masks, colours, labels):
         ys, xs = np.nonzero(mask)
         x, y = (int(xs.min()), int(ys.min())) if xs.size else (0, 0)
+        text = _fit(draw, text, font, rgb.shape[1] - 8)
+        x = max(0, min(x, rgb.shape[1] - 6 - int(draw.textlength(text, font=font))))
         left, top, right, bottom = draw.textbbox((x, y), text, font=font)
         y = max(0, y - (bottom - top) - 4)
         left, top, right, bottom = draw.textbbox((x + 2, y + 2), text, font=font)
         draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=colour)
         draw.text((x + 2, y + 2), text, fill=(0, 0, 0), font=font)
     return image
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """Shortens text with an ellipsis until it fits `width` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while len(text) > 1 and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:
