@@ -1,17 +1,15 @@
-"""`load_model` / `build_model`: the one entry point that turns files into a ready model."""
+"""`load_model` / `build_model`: the one entry point that turns files into a ready model
+of any family (TAP, SAM, SCA), recognised by the checkpoint's contents."""
 
 from __future__ import annotations
 
 import os
 
 import torch
+from torch import nn
 
-from tapkit.checkpoint.io import load_checkpoint
 from tapkit.errors import UserError
-from tapkit.models.tap.build import check_companions, preset_config, tap_from_checkpoint
-from tapkit.models.tap.concepts import ConceptVocabulary
-from tapkit.models.tap.model import TapModel
-from tapkit.models.tap.tokenizer import TextTokenizer
+from tapkit.models.families import Companions, build_from_checkpoint, family_of_preset, read_checkpoint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -33,38 +31,34 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _companions(tokenizer, concepts):
-    tok = tokenizer if tokenizer is None or isinstance(tokenizer, TextTokenizer) else TextTokenizer(tokenizer)
-    voc = concepts if concepts is None or isinstance(concepts, ConceptVocabulary) else ConceptVocabulary.load(concepts)
-    return tok, voc
-
-
 def load_model(
     checkpoint: str | os.PathLike,
-    tokenizer: str | os.PathLike | TextTokenizer | None = None,
-    concepts: str | os.PathLike | ConceptVocabulary | None = None,
+    tokenizer=None,
+    concepts=None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype = "float32",
     preset: str | None = None,
-) -> TapModel:
-    """Loads a TAP checkpoint (.pkl, .safetensors or torch file). The architecture is
-    read off the weights unless `preset` (tap_vit_b / tap_vit_l / tap_vit_h) names it.
-    Without a tokenizer the model gives no captions; without concepts, no names."""
+) -> nn.Module:
+    """Loads a checkpoint of any family and returns its model, ready for `Predictor`.
+
+    TAP: official .pkl, .safetensors or torch file; `tokenizer` (SentencePiece) gives
+    captions, `concepts` gives names. SAM: the official sam_vit_{b,l,h} .pth (or
+    transformers' SamModel weights); no tokenizer, no concepts. SCA: a tapkit SCA
+    .safetensors or a released segment-caption-anything directory; `tokenizer` is
+    optional when the checkpoint names or contains one. The architecture is read off
+    the weights unless `preset` (e.g. tap_vit_b, sam_vit_h) asserts it."""
     dev, dt = resolve_device(device), resolve_dtype(dtype)
-    tok, voc = _companions(tokenizer, concepts)
-    model = tap_from_checkpoint(load_checkpoint(checkpoint), tok, voc, preset)
+    model = build_from_checkpoint(read_checkpoint(checkpoint), Companions(tokenizer, concepts, preset))
     return model.to(device=dev, dtype=dt)
 
 
 def build_model(
     preset: str,
-    tokenizer: str | os.PathLike | TextTokenizer | None = None,
-    concepts: str | os.PathLike | ConceptVocabulary | None = None,
+    tokenizer=None,
+    concepts=None,
     device: str | torch.device | None = "cpu",
     dtype: str | torch.dtype = "float32",
-) -> TapModel:
+) -> nn.Module:
     """A randomly initialized model of a named preset (for training and benchmarks)."""
-    cfg = preset_config(preset)
-    tok, voc = _companions(tokenizer, concepts)
-    check_companions(cfg, tok, voc)
-    return TapModel(cfg, tok, voc).eval().to(device=resolve_device(device), dtype=resolve_dtype(dtype))
+    model = family_of_preset(preset).build_preset(preset, Companions(tokenizer, concepts, preset))
+    return model.to(device=resolve_device(device), dtype=resolve_dtype(dtype))

@@ -118,3 +118,30 @@ def make_tiny_model_files(directory: str | os.PathLike, seed: int = 0, image_siz
     names = [f"{c} {s}" for c in COLOURS for s in SHAPES]
     concepts = random_concepts(directory / "tiny_concepts.pkl", cfg.image_decoder.sem_embed_dim, names, seed)
     return TinyModelFiles(checkpoint, tokenizer, concepts, cfg)
+
+
+def tiny_sam_config(image_size: int = 128, window_size: int = 3, global_attn_indexes: tuple[int, ...] = (1, 3)):
+    """A SAM small enough for unit tests, with windowed blocks whose window does not
+    divide the patch grid (so window padding is exercised) and two global blocks; head
+    counts follow the rules that let the architecture be read back off its weights."""
+    from tapkit.models.sam.config import SamConfig, SamDecoderConfig, SamEncoderConfig
+
+    return SamConfig(
+        SamEncoderConfig(
+            depth=4, embed_dim=32, num_heads=2, image_size=image_size, window_size=window_size,
+            out_dim=64, global_attn_indexes=global_attn_indexes,
+        ),
+        SamDecoderConfig(embed_dim=64, num_heads=2, mlp_dim=128, iou_head_hidden_dim=64, mask_in_chans=16),
+    )
+
+
+def make_tiny_sam_checkpoint(path: str | os.PathLike, seed: int = 0, image_size: int = 128) -> Path:
+    """A random tiny SAM saved as the official release is: torch.save of its state dict."""
+    from tapkit.models.sam.model import SamModel
+
+    torch.manual_seed(seed)
+    model = randomize(SamModel(tiny_sam_config(image_size)), seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path

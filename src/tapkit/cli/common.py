@@ -7,21 +7,26 @@ import argparse
 from tapkit.defaults import default_model_files
 from tapkit.errors import UserError
 from tapkit.loading import DTYPES, load_model
-from tapkit.models.tap.config import PRESETS
-from tapkit.models.tap.model import TapModel
+from tapkit.models.families import ALL_PRESETS
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--checkpoint", metavar="CKPT", help="weights: official .pkl, .safetensors or torch file (default: the packaged default model)")
-    group.add_argument("--tokenizer", metavar="SPM_MODEL", help="SentencePiece model for captions (without it: no captions)")
-    group.add_argument("--concepts", metavar="CONCEPTS_PKL", help="concept vocabulary, e.g. merged_2560.pkl (without it: no concept names)")
-    group.add_argument("--preset", choices=sorted(PRESETS), help="assert the architecture instead of reading it off the weights")
+    group.add_argument(
+        "--checkpoint",
+        metavar="CKPT",
+        help="weights of a TAP (official .pkl, .safetensors, torch file), a SAM (official sam_vit_*.pth) or an "
+        "SCA (tapkit .safetensors or a released segment-caption-anything directory); the family is recognised "
+        "from the contents (default: the packaged default model)",
+    )
+    group.add_argument("--tokenizer", metavar="TOKENIZER", help="TAP: SentencePiece model for captions; SCA: the language model's tokenizer (without it: no captions)")
+    group.add_argument("--concepts", metavar="CONCEPTS_PKL", help="TAP: concept vocabulary, e.g. merged_2560.pkl (without it: no concept names)")
+    group.add_argument("--preset", choices=ALL_PRESETS, help="assert the architecture instead of reading it off the weights")
     group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     group.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="compute dtype (default: float32)")
 
 
-def model_from_args(args: argparse.Namespace) -> TapModel:
+def model_from_args(args: argparse.Namespace):
     checkpoint, tokenizer, concepts = args.checkpoint, args.tokenizer, args.concepts
     if checkpoint is None:
         files = default_model_files()

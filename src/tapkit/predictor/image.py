@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tapkit.errors import UserError
-from tapkit.models.tap.model import PIXEL_MEAN_BGR
+from tapkit.models.tap.config import PIXEL_MEAN_BGR
 
 # The reference pads a uint8 canvas with the float pixel mean, which truncates.
 PAD_VALUE_BGR = np.array(PIXEL_MEAN_BGR).astype(np.uint8)

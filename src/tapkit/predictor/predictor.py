@@ -1,9 +1,13 @@
-"""The predictor: one image embedding, any number of prompts.
+"""The predictor: one image embedding, any number of prompts, any model family.
 
 `set_image` runs the image encoder once and keeps the result in an explicit
 `ImageEmbedding`. `predict` decodes prompts in batches. Prompts are grouped by
 their encoded length, so a batch of prompts of different lengths gives exactly
-what each prompt gives alone (no padding tokens enter the attention)."""
+what each prompt gives alone (no padding tokens enter the attention).
+
+What differs between families (TAP, SAM, SCA) - preprocessing, prompt order and
+coordinate frame, which mask answers a prompt - is the model's `protocol`; names
+come from `model.concepts`, captions from `model.caption`."""
 
 from __future__ import annotations
 
@@ -16,15 +20,12 @@ import torch
 from torch.nn import functional as F
 
 from tapkit.errors import UserError
-from tapkit.models.tap.model import TapModel
-from tapkit.models.tap.prompt_encoder import BOX_TOP_LEFT
-from tapkit.predictor.image import ResizeInfo, as_rgb_array, preprocess
-from tapkit.predictor.prompts import Prompt, PromptError, encode_prompt
+from tapkit.models.tap.protocol import ROUTING_OFFSET, select_masks
+from tapkit.predictor.image import ResizeInfo, as_rgb_array
+from tapkit.predictor.prompts import Prompt, PromptError
 from tapkit.predictor.results import Region, mask_bbox
 
-# The reference ranks masks by IoU plus this offset: +500 on mask 0 for box
-# prompts, -500 on mask 0 for point prompts (so points pick from masks 1-3).
-ROUTING_OFFSET = 1000.0
+__all__ = ["ROUTING_OFFSET", "DecodedPrompts", "ImageEmbedding", "Predictor", "select_masks"]
 
 
 @dataclass
@@ -38,7 +39,8 @@ class ImageEmbedding:
 @dataclass
 class DecodedPrompts:
     """Per prompt, for the selected mask: low-resolution logits (N, 4h, 4w), predicted
-    IoU (N,), mask index (N,), semantic token (N, C) and concept embedding (N, D)."""
+    IoU (N,), mask index (N,), semantic token (N, ...) and concept embedding (N, D);
+    D is 0 for families without a concept head."""
 
     mask_logits: torch.Tensor
     iou: torch.Tensor
@@ -47,16 +49,9 @@ class DecodedPrompts:
     sem_embeds: torch.Tensor
 
 
-def select_masks(iou: torch.Tensor, is_box: torch.Tensor) -> torch.Tensor:
-    """The reference's routing: box prompts take mask 0, point prompts the best of the
-    others by predicted IoU. iou: (N, M) float32; is_box: (N,) bool -> (N,) indices."""
-    offset = torch.zeros_like(iou)
-    offset[:, 0] = (is_box.to(iou.dtype) - 0.5) * ROUTING_OFFSET
-    return (iou + offset).argmax(dim=1)
-
-
 class Predictor:
-    def __init__(self, model: TapModel, max_batch: int = 64):
+    def __init__(self, model, max_batch: int = 64):
+        """model: any family's model from `tapkit.load_model` (TAP, SAM or SCA)."""
         self.model = model
         self.max_batch = max_batch
         self.image: ImageEmbedding | None = None
@@ -65,9 +60,8 @@ class Predictor:
     def embed_image(self, image) -> ImageEmbedding:
         """Runs the encoder on an RGB image (array, PIL image or path) without keeping it."""
         rgb = as_rgb_array(image)
-        padded, info = preprocess(rgb, self.model.image_size)
-        embedding = self.model.encode_image(torch.from_numpy(padded).unsqueeze(0))
-        return ImageEmbedding(embedding, info)
+        batch, info = self.model.protocol.preprocess(rgb, self.model.image_size)
+        return ImageEmbedding(self.model.encode_image(batch), info)
 
     def set_image(self, image) -> ImageEmbedding:
         self.image = self.embed_image(image)
@@ -83,17 +77,18 @@ class Predictor:
         if len(prompts) == 0:
             raise PromptError("no prompts given")
         h, w = self.image.info.original_size
-        return [encode_prompt(p if isinstance(p, Prompt) else Prompt.from_dict(p), w, h) for p in prompts]
+        protocol = self.model.protocol
+        return [protocol.prompt_points(p if isinstance(p, Prompt) else Prompt.from_dict(p), w, h) for p in prompts]
 
     @torch.inference_mode()
     def decode_points(self, points: np.ndarray) -> DecodedPrompts:
-        """Decodes prompts of equal length: points (N, P, 3) [x, y, label] in original pixels."""
+        """Decodes prompts of equal length: points (N, P, 3) [x, y, label] in original
+        pixels; the model's protocol picks the mask that answers each prompt."""
         assert self.image is not None
-        xy = points[:, :, :2] * np.float32(self.image.info.scale)
-        labels = points[:, :, 2].astype(np.int64)
-        out = self.model.decode(self.image.embedding, torch.from_numpy(xy), torch.from_numpy(labels))
-        is_box = torch.from_numpy(labels[:, 0] == BOX_TOP_LEFT).to(out.iou.device)
-        index = select_masks(out.iou, is_box)
+        protocol = self.model.protocol
+        xy, labels = protocol.input_frame(points, self.image.info)
+        out = self.model.decode(self.image.embedding, xy, labels)
+        index = protocol.select_masks(out.iou, labels.to(out.iou.device))
         rows = torch.arange(len(index), device=index.device)
         return DecodedPrompts(
             mask_logits=out.mask_logits[rows, index],
@@ -115,12 +110,8 @@ class Predictor:
 
     @torch.inference_mode()
     def caption(self, sem_tokens: torch.Tensor) -> list[str]:
-        """Greedy captions for selected semantic tokens (N, C)."""
-        decoder, tokenizer = self.model.text_decoder, self.model.tokenizer
-        if decoder is None or tokenizer is None:
-            return [None] * sem_tokens.shape[0]
-        ids = decoder.generate(sem_tokens.unsqueeze(1), tokenizer.bos_id, tokenizer.eos_id)
-        return [tokenizer.decode(seq) for seq in ids]
+        """Captions for selected semantic tokens (N, ...), None where the model has no captioner."""
+        return self.model.caption(sem_tokens)
 
     @torch.inference_mode()
     def predict(
@@ -157,7 +148,8 @@ class Predictor:
         texts = self.caption(decoded.sem_tokens) if captions else [None] * n
         iou = decoded.iou.tolist()
         mask_index = decoded.mask_index.tolist()
-        embeds = decoded.sem_embeds.float().cpu().numpy() if embeddings else [None] * n
+        has_embeds = embeddings and decoded.sem_embeds.shape[-1] > 0
+        embeds = decoded.sem_embeds.float().cpu().numpy() if has_embeds else [None] * n
         return [
             Region(
                 prompt_points=points[i],

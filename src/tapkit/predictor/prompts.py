@@ -102,9 +102,11 @@ def _check_inside(x: float, y: float, width: int, height: int, what: str) -> Non
         raise PromptError(f"{what} ({x:g}, {y:g}) lies outside the {width}x{height} image")
 
 
-def encode_prompt(prompt: Prompt, width: int, height: int) -> np.ndarray:
+def encode_prompt(prompt: Prompt, width: int, height: int, dtype=np.float32) -> np.ndarray:
     """Validates a prompt against the image size and returns its labelled points,
-    (P, 3) float32 [x, y, label] in original pixels, in the reference's order."""
+    (P, 3) [x, y, label] in original pixels (float32 unless `dtype` says otherwise),
+    in TAP's order: box corners, clicks, sketch points, then a padding point when
+    there is no box."""
     rows: list[tuple[float, float, int]] = []
     if prompt.box is not None:
         box = list(prompt.box) if isinstance(prompt.box, (list, tuple, np.ndarray)) else None
@@ -136,4 +138,4 @@ def encode_prompt(prompt: Prompt, width: int, height: int) -> np.ndarray:
         raise PromptError("empty prompt: give points, a box or a sketch")
     if prompt.box is None:
         rows.append((0.0, 0.0, PADDING))
-    return np.array(rows, dtype=np.float32)
+    return np.array(rows, dtype=dtype)

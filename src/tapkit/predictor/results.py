@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tapkit.models.tap.prompt_encoder import PADDING
+from tapkit.models.tap.prompt_encoder import BACKGROUND, BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND
 from tapkit.utils.rle import encode_rle
 
 
@@ -41,14 +41,14 @@ class Region:
     embedding: np.ndarray | None
 
     def prompt_dict(self) -> dict:
-        """The prompt in the PROMPTS.json form (points without the padding point)."""
+        """The prompt in the PROMPTS.json form (points without the padding point; the box
+        wherever its corners sit in the family's token order)."""
         labels = self.prompt_points[:, 2].astype(int)
         out: dict = {}
-        start = 0
-        if len(labels) >= 2 and labels[0] == 2 and labels[1] == 3:
-            out["box"] = [float(v) for v in self.prompt_points[:2, :2].reshape(-1)]
-            start = 2
-        points = [[float(x), float(y), int(lab)] for x, y, lab in self.prompt_points[start:] if int(lab) != PADDING]
+        corners = {label: row for row, label in zip(self.prompt_points, labels) if label in (BOX_TOP_LEFT, BOX_BOTTOM_RIGHT)}
+        if len(corners) == 2:
+            out["box"] = [float(v) for v in (*corners[BOX_TOP_LEFT][:2], *corners[BOX_BOTTOM_RIGHT][:2])]
+        points = [[float(x), float(y), int(lab)] for x, y, lab in self.prompt_points if int(lab) in (BACKGROUND, FOREGROUND)]
         if points:
             out["points"] = points
         return out

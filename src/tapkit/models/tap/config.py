@@ -13,6 +13,10 @@ import numpy as np
 
 from tapkit.errors import UserError
 
+# BGR order, as the reference reads images with OpenCV.
+PIXEL_MEAN_BGR = (103.53, 116.28, 123.675)
+PIXEL_STD_BGR = (57.375, 57.12, 58.395)
+
 
 @dataclass(frozen=True)
 class ImageEncoderConfig:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tapkit.models.outputs import DecoderOutput
 from tapkit.models.tap.config import ImageDecoderConfig
 
 
@@ -126,18 +127,6 @@ class ChannelLayerNorm(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-@dataclass
-class DecoderOutput:
-    """Per prompt: `mask_logits` (N, M, 4h, 4w) low-resolution mask logits,
-    `iou` (N, M) float32 predicted mask quality, `sem_tokens` (N, M, C) the decoded
-    semantic tokens (caption prompts), `sem_embeds` (N, M, 1024) concept embeddings."""
-
-    mask_logits: torch.Tensor
-    iou: torch.Tensor
-    sem_tokens: torch.Tensor
-    sem_embeds: torch.Tensor
-
-
 class ImageDecoder(nn.Module):
     def __init__(self, cfg: ImageDecoderConfig):
         super().__init__()
@@ -160,12 +149,17 @@ class ImageDecoder(nn.Module):
 
     def forward(self, image_embed: torch.Tensor, image_pos: torch.Tensor, prompt_tokens: torch.Tensor) -> DecoderOutput:
         """image_embed: (1, C, h, w) or (N, C, h, w); image_pos: (h * w, C); prompt_tokens: (N, P, C)."""
+        return self.decode_with_state(image_embed, image_pos, prompt_tokens).output
+
+    def decode_with_state(self, image_embed: torch.Tensor, image_pos: torch.Tensor, prompt_tokens: torch.Tensor) -> "TapDecoding":
+        """Like `forward`, also returning the transformer's input tokens and its output
+        (tokens and updated image keys), which an SCA text feature mixer reads."""
         n, m = prompt_tokens.shape[0], self.cfg.num_mask_tokens
         _, c, h, w = image_embed.shape
         learned = torch.cat([self.sem_tokens.weight, self.iou_token.weight, self.mask_tokens.weight])
-        query = torch.cat([learned.unsqueeze(0).expand(n, -1, -1), prompt_tokens], dim=1)
+        tokens = torch.cat([learned.unsqueeze(0).expand(n, -1, -1), prompt_tokens], dim=1)
         key = image_embed.flatten(2).transpose(1, 2)
-        query, key = self.transformer(query, key, image_pos)
+        query, key = self.transformer(tokens, key, image_pos)
         # (N, HW, C) viewed as a channels-last map: the convolutions take it without a copy.
         upscaled = self.output_conv(key.reshape(n, h, w, c).permute(0, 3, 1, 2))
         # Still channels-last: (N, 4h * 4w, C/8) without a copy.
@@ -175,9 +169,21 @@ class ImageDecoder(nn.Module):
         mask_tokens = query[:, m + 1 : 2 * m + 1]
         hyper = torch.stack([head(mask_tokens[:, i]) for i, head in enumerate(self.mask_pred)], dim=1)
         mask_logits = (upscaled @ hyper.transpose(1, 2)).transpose(1, 2).view(n, m, 4 * h, 4 * w)
-        return DecoderOutput(
+        output = DecoderOutput(
             mask_logits=mask_logits,
             iou=self.iou_pred(iou_token).float(),
             sem_tokens=sem_tokens,
             sem_embeds=self.sem_pred(sem_tokens),
         )
+        return TapDecoding(output, tokens, query, key)
+
+
+@dataclass
+class TapDecoding:
+    """The decoder's output plus its transformer's input `tokens` (N, T, C), output
+    `state_tokens` (N, T, C) and updated image keys `state_keys` (N, HW, C)."""
+
+    output: DecoderOutput
+    tokens: torch.Tensor
+    state_tokens: torch.Tensor
+    state_keys: torch.Tensor

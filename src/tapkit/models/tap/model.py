@@ -7,16 +7,14 @@ import torch
 from torch import nn
 
 from tapkit.models.tap.concepts import ConceptVocabulary
-from tapkit.models.tap.config import TapConfig
-from tapkit.models.tap.image_decoder import DecoderOutput, ImageDecoder
+from tapkit.models.tap.config import PIXEL_MEAN_BGR, PIXEL_STD_BGR, TapConfig
+from tapkit.models.tap.image_decoder import DecoderOutput, ImageDecoder, TapDecoding
 from tapkit.models.tap.image_encoder import ImageEncoder
 from tapkit.models.tap.prompt_encoder import PromptEncoder
+from tapkit.models.tap.protocol import TapProtocol
 from tapkit.models.tap.text_decoder import TextDecoder
 from tapkit.models.tap.tokenizer import TextTokenizer
 
-# BGR order, as the reference reads images with OpenCV.
-PIXEL_MEAN_BGR = (103.53, 116.28, 123.675)
-PIXEL_STD_BGR = (57.375, 57.12, 58.395)
 
 # Tensors of the official state dict that are derived, not learned.
 DERIVED_KEYS = ("pixel_mean", "pixel_rsig")
@@ -28,6 +26,9 @@ def is_derived_key(name: str) -> bool:
 
 
 class TapModel(nn.Module):
+    family = "tap"
+    protocol = TapProtocol()
+
     def __init__(
         self,
         cfg: TapConfig,
@@ -76,6 +77,20 @@ class TapModel(nn.Module):
         tokens = self.prompt_encoder(xy.to(self.device), labels.to(self.device))
         image_pos = self.prompt_encoder.dense_positions(h, w)
         return self.image_decoder(image_embed, image_pos, tokens)
+
+    def decode_with_state(self, image_embed: torch.Tensor, xy: torch.Tensor, labels: torch.Tensor) -> TapDecoding:
+        """`decode`, plus the decoder transformer's tokens and image keys (for an SCA mixer)."""
+        h, w = image_embed.shape[-2:]
+        tokens = self.prompt_encoder(xy.to(self.device), labels.to(self.device))
+        return self.image_decoder.decode_with_state(image_embed, self.prompt_encoder.dense_positions(h, w), tokens)
+
+    @torch.inference_mode()
+    def caption(self, sem_tokens: torch.Tensor) -> list[str | None]:
+        """Greedy captions for selected semantic tokens (N, C); None without a text decoder."""
+        if self.text_decoder is None or self.tokenizer is None:
+            return [None] * sem_tokens.shape[0]
+        ids = self.text_decoder.generate(sem_tokens.unsqueeze(1), self.tokenizer.bos_id, self.tokenizer.eos_id)
+        return [self.tokenizer.decode(seq) for seq in ids]
 
     def learned_state_dict(self) -> dict[str, torch.Tensor]:
         """The state dict in the official naming, without derived tensors."""

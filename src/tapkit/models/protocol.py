@@ -1,0 +1,41 @@
+"""The inference protocol of a model family: how an image and prompts become the
+model's inputs, and which of its masks answers a prompt.
+
+Every model family (TAP, SAM, SCA) exposes one as `model.protocol`; the predictor,
+the automatic mode and the server are written against it and against the model's
+`encode_image`, `decode`, `caption` and `concepts`, so they need no per-family code.
+
+Model interface (what `tapkit.load_model` returns):
+  family: str; image_size: int; device; dtype; concepts (None without a concept head)
+  protocol: InferenceProtocol
+  encode_image(batch) -> (1, C, h, w) image embedding, batch from protocol.preprocess
+  decode(image_embed, xy, labels) -> DecoderOutput (all M masks of N prompts)
+  caption(sem_tokens) -> list of captions (None where the model has no captioner)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from tapkit.predictor.image import ResizeInfo
+    from tapkit.predictor.prompts import Prompt
+
+
+class InferenceProtocol(Protocol):
+    def preprocess(self, rgb: np.ndarray, image_size: int) -> tuple[torch.Tensor, "ResizeInfo"]:
+        """(H, W, 3) uint8 RGB -> (the batch `encode_image` takes, how the image maps to it)."""
+
+    def prompt_points(self, prompt: "Prompt", width: int, height: int) -> np.ndarray:
+        """Validates a prompt and returns its labelled points (P, 3) [x, y, label] in
+        original pixels, in the order the family's reference feeds them."""
+
+    def input_frame(self, points: np.ndarray, info: "ResizeInfo") -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, P, 3) labelled points in original pixels -> (xy (N, P, 2) float32 in the
+        model input frame, labels (N, P) int64)."""
+
+    def select_masks(self, iou: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Which mask answers each prompt: iou (N, M), labels (N, P) -> (N,) indices."""

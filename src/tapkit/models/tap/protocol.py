@@ -1,0 +1,41 @@
+"""TAP's inference protocol (the reference's): BGR input resized by its
+short-side-then-long-side rule and padded with the pixel mean, prompt points
+scaled by one float32 factor, box corners first, and routing by predicted IoU
+(box prompts take mask 0, point prompts the best of masks 1-3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tapkit.models.tap.prompt_encoder import BOX_TOP_LEFT
+from tapkit.predictor.image import ResizeInfo, preprocess
+from tapkit.predictor.prompts import Prompt, encode_prompt
+
+# The reference ranks masks by IoU plus this offset: +500 on mask 0 for box
+# prompts, -500 on mask 0 for point prompts (so points pick from masks 1-3).
+ROUTING_OFFSET = 1000.0
+
+
+def select_masks(iou: torch.Tensor, is_box: torch.Tensor) -> torch.Tensor:
+    """The reference's routing: box prompts take mask 0, point prompts the best of the
+    others by predicted IoU. iou: (N, M) float32; is_box: (N,) bool -> (N,) indices."""
+    offset = torch.zeros_like(iou)
+    offset[:, 0] = (is_box.to(iou.dtype) - 0.5) * ROUTING_OFFSET
+    return (iou + offset).argmax(dim=1)
+
+
+class TapProtocol:
+    def preprocess(self, rgb: np.ndarray, image_size: int) -> tuple[torch.Tensor, ResizeInfo]:
+        padded, info = preprocess(rgb, image_size)
+        return torch.from_numpy(padded).unsqueeze(0), info
+
+    def prompt_points(self, prompt: Prompt, width: int, height: int) -> np.ndarray:
+        return encode_prompt(prompt, width, height)
+
+    def input_frame(self, points: np.ndarray, info: ResizeInfo) -> tuple[torch.Tensor, torch.Tensor]:
+        xy = points[:, :, :2].astype(np.float32) * np.float32(info.scale)
+        return torch.from_numpy(xy), torch.from_numpy(points[:, :, 2].astype(np.int64))
+
+    def select_masks(self, iou: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return select_masks(iou, labels[:, 0].to(iou.device) == BOX_TOP_LEFT)
