@@ -23,3 +23,18 @@ def rgb_image():
     image = (rng.random((96, 144, 3)) * 255).astype(np.uint8)
     image[20:60, 30:90] = (220, 30, 30)
     return image
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_checkpoint(tmp_path_factory):
+    """A random tiny SAM saved as the official release is (torch.save of the state dict)."""
+    from tapkit.testing import make_tiny_sam_checkpoint
+
+    return make_tiny_sam_checkpoint(tmp_path_factory.mktemp("tiny_sam") / "tiny_sam.pth")
+
+
+@pytest.fixture(scope="session")
+def tiny_sam(tiny_sam_checkpoint):
+    import tapkit
+
+    return tapkit.load_model(tiny_sam_checkpoint, device="cpu")

@@ -1,4 +1,4 @@
-"""`tapkit convert`: rewrite weights as .safetensors (or an official-style .pkl)."""
+"""`tapkit convert`: rewrite weights as .safetensors (or in the family's official format)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,15 @@ import argparse
 import pickle
 from pathlib import Path
 
-from tapkit.checkpoint.io import load_checkpoint, save_safetensors
+import torch
+
+from tapkit.checkpoint.io import save_safetensors
 from tapkit.errors import UserError
-from tapkit.models.tap.build import tap_from_checkpoint
-from tapkit.utils.atomic import write_bytes_atomic
+from tapkit.models.families import Companions, build_from_checkpoint, read_checkpoint
+from tapkit.utils.atomic import write_bytes_atomic, write_with
+
+# Official formats: TAP ships pickles of numpy arrays, SAM torch files of its state dict.
+OFFICIAL_SUFFIX = {"tap": ".pkl", "sam": ".pth"}
 
 
 def add_parser(subparsers) -> None:
@@ -17,27 +22,33 @@ def add_parser(subparsers) -> None:
         "convert",
         help="convert weights between .pkl, torch and .safetensors",
         description=(
-            "Read a TAP checkpoint (official .pkl, .safetensors or torch file), check it builds a model, "
-            "and write it as .safetensors (architecture stored in the metadata) or as an official-style .pkl."
+            "Read a checkpoint of any family (TAP .pkl/.safetensors/torch file, SAM .pth, SCA .safetensors or a "
+            "released segment-caption-anything directory), check it builds a model, and write it as .safetensors "
+            "(architecture stored in the metadata) or in the family's official format (TAP .pkl, SAM .pth)."
         ),
     )
     p.add_argument("input", help="checkpoint to read")
-    p.add_argument("output", help="file to write: *.safetensors or *.pkl")
-    p.add_argument("--preset", help="assert the architecture (tap_vit_b, tap_vit_l, tap_vit_h)")
+    p.add_argument("output", help="file to write: *.safetensors, or *.pkl (TAP) / *.pth (SAM)")
+    p.add_argument("--preset", help="assert the architecture (e.g. tap_vit_b, sam_vit_h)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    if out.suffix not in (".safetensors", ".pkl"):
-        raise UserError(f"output must end in .safetensors or .pkl, got '{out.name}'")
-    model = tap_from_checkpoint(load_checkpoint(args.input), preset=args.preset)
+    if out.suffix not in (".safetensors", ".pkl", ".pth"):
+        raise UserError(f"output must end in .safetensors, .pkl or .pth, got '{out.name}'")
+    model = build_from_checkpoint(read_checkpoint(args.input), Companions(preset=args.preset))
+    if out.suffix != ".safetensors" and OFFICIAL_SUFFIX.get(model.family) != out.suffix:
+        raise UserError(f"a {model.family.upper()} model is written as .safetensors or {OFFICIAL_SUFFIX.get(model.family, '(no official format)')}")
     tensors = model.learned_state_dict()
     if out.suffix == ".safetensors":
         save_safetensors(tensors, out, config=model.cfg.to_dict())
-    else:
+    elif out.suffix == ".pkl":
         arrays = {k: v.detach().cpu().numpy() for k, v in tensors.items()}
         write_bytes_atomic(out, pickle.dumps(arrays, protocol=4))
+    else:
+        state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        write_with(out, lambda tmp: torch.save(state, tmp))
     n = sum(v.numel() for v in tensors.values())
     print(f"wrote {out} ({len(tensors)} tensors, {n / 1e6:.1f}M parameters)")
     return 0
