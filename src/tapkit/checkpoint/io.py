@@ -40,10 +40,11 @@ def _sniff(path: Path) -> str:
         head = f.read(16)
     if head[:2] == b"PK":
         return "torch"
-    if head[:1] == b"\x80":
-        return "pickle"
+    # safetensors first: its 8-byte header length may well start with the byte 0x80.
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
+    if head[:1] == b"\x80":
+        return "pickle"
     raise CheckpointError(f"unrecognised checkpoint format: {path} (expected .pkl, .safetensors or a torch file)")
 
 

@@ -19,3 +19,16 @@ class DecoderOutput:
     iou: torch.Tensor
     sem_tokens: torch.Tensor
     sem_embeds: torch.Tensor
+
+
+@dataclass
+class PromptedState:
+    """A promptable segmenter's decoder after its two-way transformer, for N prompts:
+    its `output`, the transformer's output `tokens` (N, T, C), the updated image tokens
+    `image` (N, HW, C) and their positional encoding `image_pe` (1, HW, C). The SCA text
+    feature mixer reads the last three."""
+
+    output: DecoderOutput
+    tokens: torch.Tensor
+    image: torch.Tensor
+    image_pe: torch.Tensor

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 
 class InferenceProtocol(Protocol):
+    # The largest batch of prompts that still gives the reference implementation's numbers
+    # bit for bit (matrix products round differently at other shapes); None: any batch.
+    exact_batch: int | None
+
     def preprocess(self, rgb: np.ndarray, image_size: int) -> tuple[torch.Tensor, "ResizeInfo"]:
         """(H, W, 3) uint8 RGB -> (the batch `encode_image` takes, how the image maps to it)."""
 

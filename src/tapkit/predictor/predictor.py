@@ -128,8 +128,9 @@ class Predictor:
             groups[len(points)].append(i)
         regions: list[Region | None] = [None] * len(encoded)
         for indices in groups.values():
-            for start in range(0, len(indices), self.max_batch):
-                chunk = indices[start : start + self.max_batch]
+            step = min(self.max_batch, self.model.protocol.exact_batch or self.max_batch)
+            for start in range(0, len(indices), step):
+                chunk = indices[start : start + step]
                 points = np.stack([encoded[i] for i in chunk])
                 for i, region in zip(chunk, self._regions(points, top_k, captions, embeddings)):
                     regions[i] = region

@@ -61,6 +61,8 @@ def sam_state_from_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key == HF_SHARED_PE:
+            # transformers keeps one matrix under two names and may save only this one.
+            out.setdefault("prompt_encoder.pe_layer.positional_encoding_gaussian_matrix", value)
             continue
         m = _FEED_FORWARD.match(key)
         if m:
@@ -73,7 +75,7 @@ def sam_state_from_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
                 index = int(hidden_index) + 1
             out[f"{module}.layers.{index}.{rest}"] = value
             continue
-        out[_rename(key, _RENAMES)] = value
+        out[_rename(key, _RENAMES)] = value  # the prompt encoder's own name wins over the shared one
     return out
 
 
@@ -121,3 +123,13 @@ def hf_state_from_sam(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     if pe is not None:
         out[HF_SHARED_PE] = pe
     return out
+
+
+def two_way_key_from_hf(key: str) -> str:
+    """A two-way transformer's parameter name (relative to the transformer), HF -> official."""
+    return _rename(f"mask_decoder.transformer.{key}", _RENAMES)[len("mask_decoder.transformer.") :]
+
+
+def two_way_key_to_hf(key: str) -> str:
+    """A two-way transformer's parameter name (relative to the transformer), official -> HF."""
+    return _rename(f"mask_decoder.transformer.{key}", _INVERSE)[len("mask_decoder.transformer.") :]

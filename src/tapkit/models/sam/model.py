@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tapkit.models.outputs import DecoderOutput
+from tapkit.models.outputs import DecoderOutput, PromptedState
 from tapkit.models.sam.config import PIXEL_MEAN_RGB, PIXEL_STD_RGB, SamConfig
 from tapkit.models.sam.image_encoder import ImageEncoderViT
-from tapkit.models.sam.mask_decoder import MaskDecoder, MaskDecoding
+from tapkit.models.sam.mask_decoder import MaskDecoder
 from tapkit.models.sam.prompt_encoder import PromptEncoder
 from tapkit.models.sam.protocol import SamProtocol
 
@@ -63,20 +63,23 @@ class SamModel(nn.Module):
 
     def decode_with_state(
         self, image_embed: torch.Tensor, xy: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None = None
-    ) -> MaskDecoding:
-        """All masks of N prompts against one image embedding (1, C, h, w).
+    ) -> PromptedState:
+        """All masks of N prompts against one image embedding (1, C, h, w), with the
+        decoder's transformer state.
 
         xy: (N, P, 2) float32 pixels of the model input frame; labels: (N, P) in
         tapkit's convention; mask_input: optional (N, 1, 4h, 4w) low-resolution logits."""
         sparse = self.prompt_encoder.embed_points(xy.to(self.device), labels.to(self.device))
         dense = self.prompt_encoder.embed_masks(None if mask_input is None else mask_input.to(self.device))
-        return self.mask_decoder(image_embed, self.prompt_encoder.dense_pe(), sparse, dense)
-
-    def decode(self, image_embed: torch.Tensor, xy: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None = None) -> DecoderOutput:
-        out = self.decode_with_state(image_embed, xy, labels, mask_input)
+        image_pe = self.prompt_encoder.dense_pe()
+        out = self.mask_decoder(image_embed, image_pe, sparse, dense)
         n, m = out.iou.shape
         empty = out.iou.new_zeros((n, m, 0))
-        return DecoderOutput(mask_logits=out.masks, iou=out.iou.float(), sem_tokens=empty, sem_embeds=empty)
+        output = DecoderOutput(mask_logits=out.masks, iou=out.iou.float(), sem_tokens=empty, sem_embeds=empty)
+        return PromptedState(output, out.state.tokens, out.state.keys, image_pe)
+
+    def decode(self, image_embed: torch.Tensor, xy: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None = None) -> DecoderOutput:
+        return self.decode_with_state(image_embed, xy, labels, mask_input).output
 
     def caption(self, sem_tokens: torch.Tensor) -> list[str | None]:
         return [None] * sem_tokens.shape[0]

@@ -8,6 +8,8 @@
   corners.
 - Multimask output for a single click without a box (the best of masks 1-3 by
   predicted IoU); one mask (mask 0) otherwise.
+- One prompt per decoder call in `Predictor.predict` (see `exact_batch`); the
+  automatic mode and `decode` take batches.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def select_sam_masks(iou: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class SamProtocol:
+    # SamPredictor.predict decodes one prompt at a time; `Predictor.predict` does the same
+    # for SAM so that its answers are the official ones bit for bit.
+    exact_batch = 1
+
     def preprocess(self, rgb: np.ndarray, image_size: int) -> tuple[torch.Tensor, ResizeInfo]:
         h, w = rgb.shape[:2]
         resized = resize_longest_side(rgb, image_size)

@@ -8,7 +8,8 @@ from torch import nn
 
 from tapkit.models.tap.concepts import ConceptVocabulary
 from tapkit.models.tap.config import PIXEL_MEAN_BGR, PIXEL_STD_BGR, TapConfig
-from tapkit.models.tap.image_decoder import DecoderOutput, ImageDecoder, TapDecoding
+from tapkit.models.outputs import PromptedState
+from tapkit.models.tap.image_decoder import DecoderOutput, ImageDecoder
 from tapkit.models.tap.image_encoder import ImageEncoder
 from tapkit.models.tap.prompt_encoder import PromptEncoder
 from tapkit.models.tap.protocol import TapProtocol
@@ -78,11 +79,13 @@ class TapModel(nn.Module):
         image_pos = self.prompt_encoder.dense_positions(h, w)
         return self.image_decoder(image_embed, image_pos, tokens)
 
-    def decode_with_state(self, image_embed: torch.Tensor, xy: torch.Tensor, labels: torch.Tensor) -> TapDecoding:
+    def decode_with_state(self, image_embed: torch.Tensor, xy: torch.Tensor, labels: torch.Tensor) -> PromptedState:
         """`decode`, plus the decoder transformer's tokens and image keys (for an SCA mixer)."""
         h, w = image_embed.shape[-2:]
         tokens = self.prompt_encoder(xy.to(self.device), labels.to(self.device))
-        return self.image_decoder.decode_with_state(image_embed, self.prompt_encoder.dense_positions(h, w), tokens)
+        image_pos = self.prompt_encoder.dense_positions(h, w)
+        out = self.image_decoder.decode_with_state(image_embed, image_pos, tokens)
+        return PromptedState(out.output, out.state_tokens, out.state_keys, image_pos.unsqueeze(0))
 
     @torch.inference_mode()
     def caption(self, sem_tokens: torch.Tensor) -> list[str | None]:

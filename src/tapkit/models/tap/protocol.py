@@ -26,6 +26,8 @@ def select_masks(iou: torch.Tensor, is_box: torch.Tensor) -> torch.Tensor:
 
 
 class TapProtocol:
+    exact_batch = None
+
     def preprocess(self, rgb: np.ndarray, image_size: int) -> tuple[torch.Tensor, ResizeInfo]:
         padded, info = preprocess(rgb, image_size)
         return torch.from_numpy(padded).unsqueeze(0), info
