@@ -106,7 +106,7 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple[
         if rng.random() < 0.6:
             draw.line([tuple(rng.uniform(0, size, 2)), tuple(rng.uniform(0, size, 2))], fill=tone, width=int(rng.integers(1, 3)))
         else:
-            x, y, r = *rng.uniform(0, size, 2), rng.uniform(2, size * 0.03)
+            x, y, r = *rng.uniform(0, size, 2), rng.uniform(2, max(size * 0.03, 2.5))
             draw.ellipse([x - r, y - r, x + r, y + r], fill=tone)
     noise = rng.normal(0, 6, (size, size, 3))
     return np.clip(np.asarray(canvas).astype(np.float32) + noise, 0, 255).astype(np.uint8), None

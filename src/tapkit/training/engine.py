@@ -10,7 +10,7 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,6 +38,7 @@ class TrainResult:
     first_loss: float | None
     export: Path | None
     skipped_images: int
+    model: TapModel | None = field(default=None, repr=False)  # this rank's trained model
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -137,15 +138,17 @@ def _load_states(module, objective: TapObjective, optimizer, state: TrainState, 
         optimizer.load_state_dict(state.optimizer)
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None) -> TrainResult:
+    """Runs (or resumes) a stage. `stop_after` ends this run after that many steps,
+    as an interruption would (used to check that resuming is exact)."""
     info = distributed.setup(cfg.device)
     try:
-        return _train(cfg, info, progress)
+        return _train(cfg, info, progress, stop_after)
     finally:
         distributed.teardown(info)
 
 
-def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool) -> TrainResult:
+def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool, stop_after: int | None) -> TrainResult:
     from tqdm import tqdm
 
     out_dir = Path(cfg.out_dir)
@@ -168,8 +171,10 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool) -> Trai
         start = state.step
         set_rng_state(state.rng[info.rank] if info.rank < len(state.rng) else state.rng[0])
     batches = make_batches(cfg, model, info)
-    loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, cfg.steps),
-                                         num_workers=cfg.data.num_workers, collate_fn=_identity)
+    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, end),
+                                         num_workers=cfg.data.num_workers, collate_fn=_identity,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
     scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.precision == "fp16" and info.device.type == "cuda")
     autocast = (torch.autocast(info.device.type, dtype=AUTOCAST[cfg.precision]) if cfg.precision in AUTOCAST
                 else contextlib.nullcontext())
@@ -180,8 +185,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool) -> Trai
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train[{cfg.stage}]", disable=not (progress and info.is_main),
                unit="step", dynamic_ncols=True)
     first_loss, loss_value, t0 = None, float("nan"), time.time()
-    step = start
-    for step, batch in zip(range(start, cfg.steps), loader):
+    step = start - 1
+    for step, batch in zip(range(start, end), loader):
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -207,7 +212,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool) -> Trai
                 for key, value in record.items():
                     if key != "step":
                         writer.add_scalar(f"{cfg.stage}/{key}", value, done)
-        if done % cfg.ckpt_every == 0 or done == cfg.steps:
+        if done % cfg.ckpt_every == 0 or done in (cfg.steps, end):
             _checkpoint(module, objective, optimizer, cfg, info, done)
     bar.close()
     if writer is not None:
@@ -216,7 +221,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool) -> Trai
     if info.is_main and step + 1 >= cfg.steps:
         export = Path(cfg.export) if cfg.export else out_dir / "model.safetensors"
         save_safetensors(model.learned_state_dict(), export, config=model.cfg.to_dict())
-    return TrainResult(cfg.steps, loss_value, first_loss, export, batches.skips.total)
+    return TrainResult(step + 1, loss_value, first_loss, export, batches.skips.total, model)
 
 
 def _checkpoint(module, objective, optimizer, cfg, info, step: int) -> None:
