@@ -56,7 +56,8 @@ def tiny_train_config(world: TinyWorld, out_dir: Path, stage: str = "segment", *
             "image_decoder": {"embed_dim": 32, "depth": 2, "num_heads": 1, "mlp_dim": 64, "cross_attn_dim": 16, "sem_embed_dim": 64},
             "text_decoder": {"depth": 1, "embed_dim": 64, "num_heads": 1, "prompt_embed_dim": 32},
         },
-        "data": {"sa1b": str(world.sa1b), "semantic": str(world.semantic), "vg": str(world.vg), "prompts_per_image": 3},
+        "data": {"sa1b": str(world.sa1b), "semantic": str(world.semantic), "vg": str(world.vg), "image_root": str(world.sa1b),
+                 "prompts_per_image": 3},
         "optim": {"lr": 2e-3, "warmup_steps": 1},
     }
     for key, value in overrides.items():

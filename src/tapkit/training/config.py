@@ -111,11 +111,23 @@ def _build(cls, data, where: str):
         elif typing.get_origin(hint) is tuple or hint is tuple:
             kwargs[name] = tuple(value)
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(value, hint, f"{where}.{name}" if where else name)
     try:
         return cls(**kwargs)
     except TypeError as err:
         raise UserError(f"bad config section '{where}': {err}") from None
+
+
+def _coerce(value, hint, where: str):
+    """YAML reads '3e-4' as a string; numbers are converted to the field's type."""
+    kinds = typing.get_args(hint) or (hint,)
+    for kind in (float, int):
+        if kind in kinds and not isinstance(value, bool) and isinstance(value, (str, int, float)) and value is not None:
+            try:
+                return kind(value) if kind is float or float(value).is_integer() else value
+            except ValueError:
+                raise UserError(f"config key '{where}' must be a number, got {value!r}") from None
+    return value
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
