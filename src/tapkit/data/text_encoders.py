@@ -64,7 +64,7 @@ class OpenClipText:
         self.model = model.eval()
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.device = device
-        self.logit_scale = float(model.logit_scale.exp()) if hasattr(model, "logit_scale") else 100.0
+        self.logit_scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
         self.dim = int(self.encode(["x"]).shape[1])
 
     @torch.inference_mode()
