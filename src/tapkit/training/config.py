@@ -132,7 +132,7 @@ def _coerce(value, hint, where: str):
 
 def parse_override(text: str) -> tuple[list[str], object]:
     """'optim.lr=3e-4' -> (['optim', 'lr'], 0.0003), values parsed as YAML."""
-    import yaml
+    yaml = _yaml()
 
     if "=" not in text:
         raise UserError(f"override must look like key.sub=value, got '{text}'")
@@ -140,8 +140,16 @@ def parse_override(text: str) -> tuple[list[str], object]:
     return key.split("."), yaml.safe_load(value)
 
 
+def _yaml():
+    try:
+        import yaml
+    except ImportError:
+        raise UserError("training configs need PyYAML: pip install 'tapkit[train]'") from None
+    return yaml
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> TrainConfig:
-    import yaml
+    yaml = _yaml()
 
     path = Path(path)
     if not path.is_file():
