@@ -1,8 +1,10 @@
 """Training curves as a PNG (PIL only, no plotting library): one panel per metric
 from the metrics.jsonl files that `tapkit train` writes.
 
-    python scripts/plot_curves.py runs/default_segment/metrics.jsonl runs/default_caption/metrics.jsonl \
-        --out docs/default_model_curves.png
+    python scripts/plot_curves.py --segment runs/default_segment/metrics.jsonl runs/default_concepts/metrics.jsonl \
+        --caption runs/default_caption/metrics.jsonl --out docs/default_model_curves.png
+
+Several --segment files are drawn one after the other (their steps offset).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-PANELS = [("segment", "loss", "stage 1 total loss"), ("segment", "mask_iou", "stage 1 train mask IoU (routed mask)"),
-          ("segment", "concept_acc", "stage 1 train concept top-1"), ("caption", "caption", "stage 2 caption CE (smoothed)")]
+PANELS = [("segment", "dice", "stage 1 dice loss (routed mask)"), ("segment", "mask_iou", "stage 1 train mask IoU (routed mask)"),
+          ("segment", "concept", "stage 1 concept KL"), ("caption", "caption", "stage 2 caption CE (smoothed)")]
 W, H, PAD = 420, 260, 40
 
 
@@ -53,11 +55,16 @@ def panel(records: list[dict], key: str, title: str) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("segment", type=Path)
-    parser.add_argument("caption", type=Path)
+    parser.add_argument("--segment", type=Path, nargs="+", required=True)
+    parser.add_argument("--caption", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    runs = {"segment": read(args.segment), "caption": read(args.caption)}
+    segment, offset = [], 0
+    for path in args.segment:
+        records = read(path)
+        segment += [{**r, "step": r["step"] + offset} for r in records]
+        offset = segment[-1]["step"] if segment else offset
+    runs = {"segment": segment, "caption": read(args.caption)}
     sheet = Image.new("RGB", (2 * W, 2 * H), "white")
     for i, (run, key, title) in enumerate(PANELS):
         sheet.paste(panel(runs[run], key, title), ((i % 2) * W, (i // 2) * H))

@@ -9,11 +9,12 @@ tapkit concepts build --names scratch/world_train/concepts.txt --stand-in-dim 25
 tapkit data semantic --sa1b scratch/world_train/sa1b --concepts scratch/concepts.pkl --out scratch/semantic --teacher stand-in
 tapkit data tokenizer --vg scratch/world_train/vg_regions.json --out scratch/tokenizer.model --vocab-size 128
 tapkit train configs/default_segment.yaml
+tapkit train configs/default_concepts.yaml
 tapkit train configs/default_caption.yaml
 python scripts/package_default_model.py runs/default_caption/model.safetensors \
     --tokenizer scratch/tokenizer.model --concepts scratch/concepts.pkl
 tapkit data evaluate --sa1b scratch/world_eval/sa1b --output docs/default_model_eval.json
 python scripts/plain_drawings.py --out scratch/plain --images 40 --example examples/shapes.png
 tapkit data evaluate --sa1b scratch/plain --output docs/default_model_plain_eval.json
-python scripts/plot_curves.py runs/default_segment/metrics.jsonl runs/default_caption/metrics.jsonl \
-    --out docs/default_model_curves.png
+python scripts/plot_curves.py --segment runs/default_segment/metrics.jsonl runs/default_concepts/metrics.jsonl \
+    --caption runs/default_caption/metrics.jsonl --out docs/default_model_curves.png

@@ -52,9 +52,16 @@ def wrap(module: nn.Module, info: DistInfo, kind: str) -> nn.Module:
     if not info.enabled:
         return module
     if kind == "fsdp":
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        # FSDP2: every transformer block is its own shard group, the rest belongs to the root.
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
 
-        return FSDP(module, device_id=info.device if info.device.type == "cuda" else None, use_orig_params=True)
+        mesh = init_device_mesh(info.device.type, (info.world_size,))
+        for name, child in module.named_modules():
+            if name.endswith(("image_encoder.blocks", "text_decoder.transformer.blocks")):
+                for block in child:
+                    fully_shard(block, mesh=mesh)
+        return fully_shard(module, mesh=mesh)
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [info.device.index] if info.device.type == "cuda" else None

@@ -20,7 +20,7 @@ from tapkit.checkpoint.io import save_safetensors
 from tapkit.errors import UserError
 from tapkit.loading import load_model
 from tapkit.models.tap.concepts import ConceptVocabulary
-from tapkit.models.tap.model import TapModel
+from tapkit.models.tap.model import TapModel, is_derived_key
 from tapkit.models.tap.tokenizer import TextTokenizer
 from tapkit.training import distributed
 from tapkit.training.checkpoint import TrainState, load_train_state, rng_state, save_train_state, set_rng_state
@@ -218,9 +218,12 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool, stop_af
     if writer is not None:
         writer.close()
     export = None
-    if info.is_main and step + 1 >= cfg.steps:
-        export = Path(cfg.export) if cfg.export else out_dir / "model.safetensors"
-        save_safetensors(model.learned_state_dict(), export, config=model.cfg.to_dict())
+    if step + 1 >= cfg.steps:
+        full_state, _ = _state_dicts(module, objective, optimizer, cfg, info)  # a collective under FSDP
+        if info.is_main:
+            export = Path(cfg.export) if cfg.export else out_dir / "model.safetensors"
+            learned = {k: v for k, v in full_state.items() if not is_derived_key(k)}
+            save_safetensors(learned, export, config=model.cfg.to_dict())
     return TrainResult(step + 1, loss_value, first_loss, export, batches.skips.total, model)
 
 
