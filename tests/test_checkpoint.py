@@ -100,7 +100,7 @@ def test_corrupt_checkpoints_are_clear_errors(tmp_path, content):
 def test_not_a_tap_checkpoint(tmp_path):
     path = tmp_path / "other.pkl"
     path.write_bytes(pickle.dumps({"fc.weight": np.zeros((2, 2), np.float32)}))
-    with pytest.raises(tapkit.UserError, match="not a TAP checkpoint"):
+    with pytest.raises(tapkit.UserError, match="not a checkpoint of a known model family"):
         tapkit.load_model(path, device="cpu")
 
 

@@ -33,6 +33,10 @@ class InferenceProtocol(Protocol):
     def preprocess(self, rgb: np.ndarray, image_size: int) -> tuple[torch.Tensor, "ResizeInfo"]:
         """(H, W, 3) uint8 RGB -> (the batch `encode_image` takes, how the image maps to it)."""
 
+    def frame(self, rgb: np.ndarray, image_size: int) -> torch.Tensor:
+        """An image already at model scale (sides <= image_size, e.g. after training
+        augmentation) -> the batch `encode_image` takes, without resizing."""
+
     def prompt_points(self, prompt: "Prompt", width: int, height: int) -> np.ndarray:
         """Validates a prompt and returns its labelled points (P, 3) [x, y, label] in
         original pixels, in the order the family's reference feeds them."""

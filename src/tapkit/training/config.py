@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tapkit.errors import UserError
+from tapkit.models.sca.config import MixerConfig
 from tapkit.models.tap.config import ImageDecoderConfig, ImageEncoderConfig, TapConfig, TextDecoderConfig
 
 
@@ -18,8 +19,10 @@ from tapkit.models.tap.config import ImageDecoderConfig, ImageEncoderConfig, Tap
 class DataConfig:
     sa1b: str | None = None  # SA-1B directory (stage segment)
     semantic: str | None = None  # SemanticSA-1B shards (concept targets)
-    vg: str | None = None  # Visual Genome COCO-style JSON (stage caption)
+    vg: str | None = None  # Visual Genome COCO-style JSON (stages caption, sca)
     image_root: str | None = None  # images of the VG JSON
+    detection: str | None = None  # COCO-style instances (stage sca: class names as recognition-task captions)
+    detection_root: str | None = None  # images of the detection JSON
     prompts_per_image: int = 16
     num_workers: int = 0
 
@@ -63,8 +66,23 @@ class ModelConfig:
 
 
 @dataclass
+class ScaTrainConfig:
+    """Stage sca: a text feature mixer trained on a frozen segmenter and a frozen causal LM."""
+
+    backbone: str | None = None  # checkpoint of the frozen segmenter (SAM .pth, TAP .pkl / .safetensors)
+    language_model: str | None = None  # transformers model directory (save_pretrained) of the frozen LM
+    tokenizer: str | None = None  # its tokenizer: HF directory or SentencePiece .model (default: language_model)
+    mixer: MixerConfig = field(default_factory=MixerConfig)
+    num_task_tokens: int = 6
+    max_caption_tokens: int = 19  # caption pieces + EOS (SCA: model_max_length 20, less the virtual BOS)
+    lsj: tuple[float, float] | None = (0.1, 2.0)  # large-scale jitter range (null: fit only)
+    hflip_prob: float = 0.0  # the paper flips; captions with left/right relations would then be wrong
+    recognition_prob: float = 0.0  # with detection data: chance a step's image comes from it
+
+
+@dataclass
 class TrainConfig:
-    stage: str = "segment"  # segment (promptable + concepts) or caption
+    stage: str = "segment"  # segment (promptable + concepts), caption, or sca
     out_dir: str = "runs/tap"
     steps: int = 1000
     batch_images: int = 8  # per rank
@@ -82,10 +100,11 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    sca: ScaTrainConfig = field(default_factory=ScaTrainConfig)
 
     def __post_init__(self):
-        if self.stage not in ("segment", "caption"):
-            raise UserError(f"stage must be 'segment' or 'caption', got '{self.stage}'")
+        if self.stage not in ("segment", "caption", "sca"):
+            raise UserError(f"stage must be 'segment', 'caption' or 'sca', got '{self.stage}'")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise UserError(f"precision must be fp32, bf16 or fp16, got '{self.precision}'")
         if self.distributed not in ("ddp", "fsdp"):
@@ -108,8 +127,8 @@ def _build(cls, data, where: str):
         target = next((t for t in typing.get_args(hint) or (hint,) if dataclasses.is_dataclass(t)), None)
         if target is not None:
             kwargs[name] = _build(target, value, f"{where}.{name}" if where else name)
-        elif typing.get_origin(hint) is tuple or hint is tuple:
-            kwargs[name] = tuple(value)
+        elif typing.get_origin(hint) is tuple or hint is tuple or any(typing.get_origin(a) is tuple for a in typing.get_args(hint)):
+            kwargs[name] = None if value is None else tuple(value)
         else:
             kwargs[name] = _coerce(value, hint, f"{where}.{name}" if where else name)
     try:

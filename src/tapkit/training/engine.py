@@ -27,6 +27,7 @@ from tapkit.training.checkpoint import TrainState, load_train_state, rng_state, 
 from tapkit.training.config import TrainConfig, config_to_dict
 from tapkit.training.data import CaptionBatches, SegmentBatches
 from tapkit.training.objectives import TapObjective
+from tapkit.training.stages import Stage
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -113,6 +114,23 @@ def make_batches(cfg: TrainConfig, model: TapModel, info: distributed.DistInfo):
                           model.tokenizer, model.text_decoder.cfg.max_seq_len - 1)
 
 
+TAP_STAGE = Stage(
+    build_model=build_model,
+    freeze=freeze,
+    objective=lambda model, cfg: TapObjective(model, cfg.loss, cfg.interactive_prob, cfg.caption_point_prob),
+    batches=make_batches,
+    export=lambda model, full_state: {k: v for k, v in full_state.items() if not is_derived_key(k)},
+)
+
+
+def stage_for(cfg: TrainConfig) -> Stage:
+    if cfg.stage == "sca":
+        from tapkit.training.sca import SCA_STAGE
+
+        return SCA_STAGE
+    return TAP_STAGE
+
+
 def _identity(batch):
     return batch
 
@@ -154,15 +172,16 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool, stop_af
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = build_model(cfg)
+    stage = stage_for(cfg)
+    model = stage.build_model(cfg)
     state = load_train_state(out_dir)
     if state is not None:
         model.load_state_dict(state.model)
-    freeze(model, cfg)
+    stage.freeze(model, cfg)
     model.to(info.device)
     if model.concepts is not None:
         model.concepts.weights = model.concepts.weights.to(info.device)
-    objective = TapObjective(model, cfg.loss, cfg.interactive_prob, cfg.caption_point_prob)
+    objective = stage.objective(model, cfg)
     module = distributed.wrap(objective, info, cfg.distributed)
     optimizer = make_optimizer(module, cfg)
     start = 0
@@ -170,7 +189,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool, stop_af
         _load_states(module, objective, optimizer, state, cfg, info)
         start = state.step
         set_rng_state(state.rng[info.rank] if info.rank < len(state.rng) else state.rng[0])
-    batches = make_batches(cfg, model, info)
+    batches = stage.batches(cfg, model, info)
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, end),
                                          num_workers=cfg.data.num_workers, collate_fn=_identity,
@@ -222,8 +241,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool, stop_af
         full_state, _ = _state_dicts(module, objective, optimizer, cfg, info)  # a collective under FSDP
         if info.is_main:
             export = Path(cfg.export) if cfg.export else out_dir / "model.safetensors"
-            learned = {k: v for k, v in full_state.items() if not is_derived_key(k)}
-            save_safetensors(learned, export, config=model.cfg.to_dict())
+            save_safetensors(stage.export(model, full_state), export, config=model.cfg.to_dict())
     return TrainResult(step + 1, loss_value, first_loss, export, batches.skips.total, model)
 
 

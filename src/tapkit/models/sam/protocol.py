@@ -58,9 +58,14 @@ class SamProtocol:
     def preprocess(self, rgb: np.ndarray, image_size: int) -> tuple[torch.Tensor, ResizeInfo]:
         h, w = rgb.shape[:2]
         resized = resize_longest_side(rgb, image_size)
-        batch = torch.from_numpy(np.array(resized)).permute(2, 0, 1).contiguous().unsqueeze(0)
         scale = float(np.float32(image_size / max(h, w)))
-        return batch, ResizeInfo((h, w), tuple(resized.shape[:2]), scale)
+        return self.frame(resized, image_size), ResizeInfo((h, w), tuple(resized.shape[:2]), scale)
+
+    def frame(self, rgb: np.ndarray, image_size: int) -> torch.Tensor:
+        """An image already at model scale (sides <= image_size) -> the batch `encode_image`
+        takes, (1, 3, h, w) uint8; the model normalizes and pads it."""
+        assert max(rgb.shape[:2]) <= image_size
+        return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous().unsqueeze(0)
 
     def prompt_points(self, prompt: Prompt, width: int, height: int) -> np.ndarray:
         points = encode_prompt(prompt, width, height, dtype=np.float64)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from tapkit.models.tap.prompt_encoder import BOX_TOP_LEFT
-from tapkit.predictor.image import ResizeInfo, preprocess
+from tapkit.predictor.image import PAD_VALUE_BGR, ResizeInfo, preprocess
 from tapkit.predictor.prompts import Prompt, encode_prompt
 
 # The reference ranks masks by IoU plus this offset: +500 on mask 0 for box
@@ -31,6 +31,16 @@ class TapProtocol:
     def preprocess(self, rgb: np.ndarray, image_size: int) -> tuple[torch.Tensor, ResizeInfo]:
         padded, info = preprocess(rgb, image_size)
         return torch.from_numpy(padded).unsqueeze(0), info
+
+    def frame(self, rgb: np.ndarray, image_size: int) -> torch.Tensor:
+        """An image already at model scale (sides <= image_size) -> (1, S, S, 3) uint8 BGR
+        padded with the pixel mean, the batch `encode_image` takes."""
+        h, w = rgb.shape[:2]
+        assert max(h, w) <= image_size
+        canvas = np.empty((image_size, image_size, 3), np.uint8)
+        canvas[:] = PAD_VALUE_BGR
+        canvas[:h, :w] = rgb[:, :, ::-1]
+        return torch.from_numpy(canvas).unsqueeze(0)
 
     def prompt_points(self, prompt: Prompt, width: int, height: int) -> np.ndarray:
         return encode_prompt(prompt, width, height)
