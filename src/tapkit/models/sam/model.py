@@ -35,8 +35,10 @@ class SamModel(nn.Module):
         self.mask_decoder = MaskDecoder(dec)
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN_RGB).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD_RGB).view(-1, 1, 1), persistent=False)
+        # No concept head, no captioner (the attributes every family has).
         self.concepts = None
         self.tokenizer = None
+        self.text_decoder = None
 
     @property
     def image_size(self) -> int:

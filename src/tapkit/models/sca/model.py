@@ -99,6 +99,11 @@ class ScaModel(nn.Module):
     def concepts(self):
         return getattr(self.backbone, "concepts", None)
 
+    @property
+    def text_decoder(self) -> nn.Module:
+        """SCA's text decoder is its frozen causal language model."""
+        return self.language_model
+
     def encode_image(self, batch: torch.Tensor) -> torch.Tensor:
         return self.backbone.encode_image(batch)
 
