@@ -146,6 +146,7 @@ def test_predict_cli_on_a_sam_checkpoint(tiny_sam_checkpoint, tmp_path, rgb_imag
     assert region["caption"] is None and region["concept"] is None and region["concepts"] == []
     assert region["prompt"] == {"points": [[50.0, 30.0, 1]]}
     assert main(["predict", str(image), "--checkpoint", str(tiny_sam_checkpoint), "--point", "5,5", "--concepts", str(image)]) == 2
+    assert main(["predict", str(image), "--checkpoint", str(tiny_sam_checkpoint), "--point", "5,5", "--num-beams", "3"]) == 2
 
 
 def test_convert_sam_to_safetensors_and_back(tiny_sam_checkpoint, tmp_path):

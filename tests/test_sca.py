@@ -297,6 +297,9 @@ def test_tapkit_sca_checkpoint_round_trip_and_cli(sca, tokenizer, tiny_files, tm
     assert isinstance(region["caption"], str) and region["caption"] == expected.caption
     assert region["concept"] is None
     assert main(["predict", str(image), "--checkpoint", str(path), "--box", "20,10,100,70", "--concepts", str(tiny_files.concepts)]) == 2
+    beam = tmp_path / "beam.json"
+    assert main(["predict", str(image), "--checkpoint", str(path), "--box", "20,10,100,70", "--num-beams", "3", "--output", str(beam)]) == 0
+    assert isinstance(json.loads(beam.read_text())["regions"][0]["caption"], str)
 
 
 def test_mixer_sits_on_a_tap_backbone_too(tiny_files, tokenizer):

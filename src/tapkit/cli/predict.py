@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -25,6 +26,8 @@ examples:
   tapkit predict photo.jpg --checkpoint tap_vit_b_v1_1.pkl --tokenizer text_tokenizer.model \\
       --concepts merged_2560.pkl --point 520,300 --output out.json --overlay out.png
   tapkit predict photo.jpg --checkpoint model.safetensors --prompts prompts.json --output out.json
+  tapkit predict photo.jpg --checkpoint sam_vit_h_4b8939.pth --point 520,300     (SAM: masks only)
+  tapkit predict photo.jpg --checkpoint segment-caption-anything-gpt2_large-vg/ --box 10,20,300,400 --num-beams 3
 """
 
 
@@ -45,6 +48,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="concepts to list per region (default: 5)")
     p.add_argument("--no-caption", action="store_true", help="skip captioning")
     p.add_argument("--max-batch", type=int, default=64, metavar="N", help="prompts decoded together (default: 64)")
+    p.add_argument("--num-beams", type=int, default=1, metavar="K", help="SCA: beam search with K beams for captions (default: 1, greedy)")
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -81,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
     for prompt in prompts:  # fail on a bad prompt before paying for the model
         encode_prompt(prompt, w, h)
     model = model_from_args(args)
+    if args.num_beams != 1:
+        if args.num_beams < 1 or model.family != "sca":
+            raise UserError("--num-beams applies to SCA checkpoints and must be >= 1")
+        model.generation = dataclasses.replace(model.generation, num_beams=args.num_beams)
     predictor = Predictor(model, max_batch=args.max_batch)
     predictor.set_image(rgb)
     regions = predictor.predict(prompts, top_k=args.top_k, captions=not args.no_caption, embeddings=False)
