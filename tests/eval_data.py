@@ -22,7 +22,7 @@ def box_polygon(x: float, y: float, w: float, h: float) -> list[list[float]]:
 
 
 def make_dataset(root: Path, num_images: int = 5, seed: int = 0, lvis: bool = True) -> tuple[Path, Path]:
-    """Writes `num_images` PNGs (sizes vary, coloured boxes on noise) and one annotation
+    """Writes `num_images` PNGs (sizes vary, non-overlapping coloured boxes on noise) and one annotation
     file that serves every benchmark: bbox, caption, category_id, polygon segmentation,
     area; with `lvis`, the LVIS fields too. Returns (annotation file, images folder)."""
     rng = np.random.default_rng(seed)
@@ -33,10 +33,11 @@ def make_dataset(root: Path, num_images: int = 5, seed: int = 0, lvis: bool = Tr
         h, w = int(rng.integers(60, 100)), int(rng.integers(70, 130))
         pixels = (rng.random((h, w, 3)) * 80).astype(np.uint8)
         image_id = 100 + i
+        slot = w // 3  # one box per third of the width: boxes never overlap
         for k in range(int(rng.integers(1, 4))):
             cat = int(rng.integers(1, 4))
-            bw, bh = int(rng.integers(12, w // 2)), int(rng.integers(12, h // 2))
-            x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+            bw, bh = int(rng.integers(8, slot - 2)), int(rng.integers(12, h // 2))
+            x, y = k * slot + int(rng.integers(0, slot - bw)), int(rng.integers(0, h - bh))
             pixels[y : y + bh, x : x + bw] = COLOURS[cat]
             annotations.append(
                 {

@@ -6,6 +6,7 @@ The tokenizer, METEOR and SPICE run in Java."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +97,12 @@ def score_captions(references: dict[str, list[str]], candidates: dict[str, str],
         if name == "BLEU":
             score, _ = scorer.compute_score(gts, res, verbose=0)
             metrics.update({f"BLEU-{i + 1}": 100.0 * float(s) for i, s in enumerate(score)})
+        elif name == "SPICE":
+            try:
+                score, _ = scorer.compute_score(gts, res)
+                metrics[name] = 100.0 * float(score)
+            except (subprocess.CalledProcessError, OSError) as err:  # optional metric: keep the others
+                notes.append(f"SPICE failed ({err}); the other metrics are unaffected")
         else:
             score, _ = scorer.compute_score(gts, res)
             metrics[name] = 100.0 * float(score)

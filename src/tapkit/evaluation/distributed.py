@@ -69,7 +69,5 @@ def init_distributed(device: str | None = None) -> DistContext:
             dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        kwargs = {"device_id": dev} if dev.type == "cuda" else {}
-        dist.init_process_group(backend, timeout=BARRIER_TIMEOUT, **kwargs)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=BARRIER_TIMEOUT)
     return DistContext(rank, world_size, dev)
