@@ -126,3 +126,19 @@ def test_box_prompts_from_detections_equal_gt_boxes(coco_data, tiny_files, tmp_p
     assert from_gt == from_dets and len(from_gt) == sum(a["image_id"] == 100 for a in gt["annotations"])
     report = json.loads((tmp_path / "det" / "report.json").read_text())
     assert report["settings"]["protocol"] == "coco" and report["data"]["images"] == 1 and "AP" in report["metrics"]
+
+
+def test_missing_inputs_are_one_line_errors(coco_data, tiny_files, tmp_path, capsys):
+    gt_path, images = coco_data
+    base = ["eval", "segment", "--checkpoint", str(tiny_files.checkpoint), "--device", "cpu", "--output-dir", str(tmp_path / "out")]
+    cases = [
+        (["--gt", str(tmp_path / "nope.json"), "--images-dir", str(images), "--gt-boxes"], "annotation file not found"),
+        (["--gt", str(gt_path), "--images-dir", str(tmp_path / "nowhere"), "--gt-boxes"], "images folder not found"),
+        (["--gt", str(gt_path), "--images-dir", str(tmp_path), "--gt-boxes"], "images are missing"),
+        (["--gt", str(gt_path), "--images-dir", str(images), "--detections", str(gt_path)], "needs image_id, category_id, bbox and score"),
+        (["--gt", str(gt_path), "--images-dir", str(images), "--points", "0"], "--points"),
+    ]
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err

@@ -108,6 +108,13 @@ def _setup(args: argparse.Namespace) -> EvalSetup:
         raise UserError("--limit must be >= 1")
     if args.max_batch < 1:
         raise UserError("--max-batch must be >= 1")
+    # cheap checks before a large model is loaded; the loaders check the contents
+    inputs = [("annotation file", args.gt), ("predictions file", getattr(args, "predictions", None)), ("detections file", getattr(args, "detections", None))]
+    for what, path in inputs:
+        if path is not None and not Path(path).is_file():
+            raise UserError(f"{what} not found: {path}")
+    if args.images_dir is not None and not Path(args.images_dir).is_dir():
+        raise UserError(f"images folder not found: {args.images_dir}")
     output = Path(args.output_dir) if args.output_dir else Path("tapkit-eval") / args.benchmark
     images = Path(args.images_dir) if args.images_dir else None
     return EvalSetup(Path(args.gt), images, output, args.limit, args.fresh, args.max_batch)

@@ -146,7 +146,7 @@ def evaluate(
     """Classifies every GT box, sharded over ranks; rank 0 scores and returns the report."""
     gt = load_ground_truth(setup.gt, ann_keys=("bbox", "category_id"))
     notes = check_vocabulary(predictor.model.concepts, gt)
-    protocol = ("lvis" if gt.is_lvis else "coco") if protocol == "auto" else protocol
+    protocol = gt.ap_protocol(protocol)
     items = select_images(gt, setup.images_dir, setup.limit)
     work = [item for item in items if gt.anns_by_image.get(item.image_id)]
     settings = {"prompts": "gt boxes (mask 0)", "max_dets": max_dets, "min_prob": MIN_PROB, "nms_iou": NMS_IOU, "score": score, "protocol": protocol, "limit": setup.limit}

@@ -51,9 +51,11 @@ class GroundTruth:
             "neg_category_ids" in im and "not_exhaustive_category_ids" in im for im in self.images
         )
 
-    @property
-    def num_annotations(self) -> int:
-        return len(self.dataset["annotations"])
+    def ap_protocol(self, requested: str = "auto") -> str:
+        """"coco" or "lvis": the requested AP rules, or for "auto" the file's kind."""
+        if requested == "auto":
+            return "lvis" if self.is_lvis else "coco"
+        return requested
 
 
 def load_ground_truth(path: str | os.PathLike, ann_keys: tuple[str, ...] = ("bbox",)) -> GroundTruth:

@@ -106,7 +106,7 @@ def evaluate_masks(
     """Mask AP with box prompts from `detections_path` (COCO results) or, if None,
     from the GT boxes."""
     gt = load_ground_truth(setup.gt, ann_keys=("bbox", "category_id", "segmentation"))
-    protocol = ("lvis" if gt.is_lvis else "coco") if protocol == "auto" else protocol
+    protocol = gt.ap_protocol(protocol)
     detections = load_detections(detections_path, gt) if detections_path else gt_box_prompts(gt)
     items = select_images(gt, setup.images_dir, setup.limit)
     work = [item for item in items if detections.get(item.image_id)]
@@ -196,7 +196,7 @@ def evaluate_points(
     """mIoU over the GT instances for each number of clicks in `clicks`."""
     if not clicks or min(clicks) < 1:
         raise UserError("click counts must be >= 1")
-    gt = load_ground_truth(setup.gt, ann_keys=("segmentation",))
+    gt = load_ground_truth(setup.gt, ann_keys=("id", "segmentation"))
     items = select_images(gt, setup.images_dir, setup.limit)
     work = [item for item in items if point_instances(gt, item.image_id)]
     settings = {"prompts": "foreground clicks drawn uniformly from GT masks (best of masks 1-3)", "clicks": list(clicks), "seed": seed, "limit": setup.limit}

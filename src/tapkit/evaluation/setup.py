@@ -16,7 +16,7 @@ class EvalSetup:
     fresh: discard saved predictions; max_batch: prompts decoded together."""
 
     gt: Path
-    images_dir: Path
+    images_dir: Path | None
     output_dir: Path
     limit: int | None = None
     fresh: bool = False
