@@ -127,11 +127,15 @@ def check_vocabulary(vocab: ConceptVocabulary | None, gt: GroundTruth) -> list[s
         raise UserError("classification needs --concepts: the dataset's concept file (e.g. lvis_1203.pkl, coco_80.pkl)")
     if len(vocab) != len(gt.categories):
         raise UserError(f"the concept file has {len(vocab)} concepts but {gt.path.name} has {len(gt.categories)} categories")
-    normalize = lambda s: str(s).lower().replace("_", " ").strip()  # noqa: E731
-    differ = sum(normalize(n) != normalize(c.get("name", "")) for n, c in zip(vocab.names, gt.categories))
+    differ = sum(_plain(n) != _plain(c.get("name", "")) for n, c in zip(vocab.names, gt.categories))
     if differ:
         return [f"{differ} of {len(vocab)} concept names differ from the category names; concepts are matched to categories by position"]
     return []
+
+
+def _plain(name) -> str:
+    """LVIS writes names as "aerosol_can", concept files may not."""
+    return str(name).lower().replace("_", " ").strip()
 
 
 def evaluate(
