@@ -8,9 +8,10 @@ import sys
 
 from tapkit import __version__
 from tapkit.cli import convert, predict
+from tapkit.cli import eval as eval_command
 from tapkit.errors import UserError
 
-COMMANDS = (predict, convert)
+COMMANDS = (predict, convert, eval_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
