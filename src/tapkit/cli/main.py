@@ -7,10 +7,10 @@ import argparse
 import sys
 
 from tapkit import __version__
-from tapkit.cli import convert, predict
+from tapkit.cli import convert, predict, serve
 from tapkit.errors import UserError
 
-COMMANDS = (predict, convert)
+COMMANDS = (predict, convert, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
