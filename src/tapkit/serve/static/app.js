@@ -405,10 +405,13 @@ function drawLabel(r, v, full) {
   lines.forEach((text, i) => { ctx.font = font(i === 0); width = Math.max(width, ctx.measureText(text).width); });
   width = Math.min(width, canvas.width * 0.6);
   const boxW = width + 2 * padX, boxH = lines.length * lineH + 6 * s;
-  let [x, y] = toCanvas(d.bbox[0], d.bbox[1]);
-  y -= boxH + 4 * s;
-  if (y < 2) [x, y] = [x, toCanvas(d.bbox[0], d.bbox[1] + d.bbox[3])[1] + 4 * s];
-  x = Math.max(2, Math.min(x, canvas.width - boxW - 2));
+  let [x, top] = toCanvas(d.bbox[0], d.bbox[1]);
+  let y = top - boxH - 4 * s;
+  if (y < 2) y = top + 4 * s;  // no room above the box: inside its top-left corner
+  x = Math.max(2, Math.min(x + (y > top ? 4 * s : 0), canvas.width - boxW - 2));
+  // Step down past labels already drawn, so labels of overlapping regions stay readable.
+  const overlaps = (l) => x < l.x + l.w && l.x < x + boxW && y < l.y + l.h && l.y < y + boxH;
+  for (let tries = 0; tries < 20 && state.labels.some(overlaps); tries++) y += boxH + 3 * s;
   y = Math.max(2, Math.min(y, canvas.height - boxH - 2));
   ctx.fillStyle = "rgba(17, 24, 39, 0.86)";
   roundRect(x, y, boxW, boxH, 6 * s); ctx.fill();
