@@ -45,7 +45,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    load = ", load average {:.1f} at start (shared machine)".format(os.getloadavg()[0]) if hasattr(os, "getloadavg") else ""
+    load = f", load average {os.getloadavg()[0]:.1f} at start (shared machine)" if hasattr(os, "getloadavg") else ""
     return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}{load}"
 
 

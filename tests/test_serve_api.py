@@ -500,3 +500,26 @@ def test_no_path_outside_the_static_folder_is_served(client, path):
     response = client.get(path)
     assert response.status_code == 404
     assert "root:" not in response.text and "create_app" not in response.text
+
+
+# ---------- other sites ----------
+
+
+def test_cross_origin_writes_are_refused(client, image_id):
+    files = {"file": ("a.png", encode(shapes_image(), "PNG"), "image/png")}
+    response = client.post("/v1/images", files=files, headers={"origin": "http://evil.example"})
+    assert response.status_code == 403 and "cross-origin" in response.json()["detail"]
+    response = client.post(f"/v1/images/{image_id}/regions", json={"prompts": PROMPTS[:1]}, headers={"origin": "http://evil.example"})
+    assert response.status_code == 403
+    same = client.post(f"/v1/images/{image_id}/regions", json={"prompts": PROMPTS[:1]}, headers={"origin": "http://testserver"})
+    assert same.status_code == 200
+    assert client.get("/healthz", headers={"origin": "http://evil.example"}).status_code == 200
+
+
+def test_allowed_hosts_stop_dns_rebinding(make_client):
+    client = make_client(allowed_hosts=("127.0.0.1", "localhost"))
+    assert client.get("/healthz").status_code == 400  # the test client's host is 'testserver'
+    assert client.get("/healthz", headers={"host": "localhost:8000"}).status_code == 200
+    assert client.get("/", headers={"host": "127.0.0.1:8000"}).status_code == 200
+    response = client.get("/", headers={"host": "rebind.evil.example:8000"})
+    assert response.status_code == 400 and "not served here" in response.json()["detail"]

@@ -5,7 +5,6 @@ right-clicks, drags a box and sketches, and checks what is drawn. It saves a scr
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket

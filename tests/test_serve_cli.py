@@ -30,17 +30,21 @@ def test_serve_builds_the_app_on_localhost_with_the_given_limits(tiny_files, mon
     assert code == 0
     assert calls["host"] == "127.0.0.1" and calls["port"] == 8123
     assert "open http://127.0.0.1:8123/" in capsys.readouterr().err
-    with TestClient(calls["app"]) as client:
+    with TestClient(calls["app"], base_url="http://127.0.0.1:8123") as client:
         limits = client.get("/healthz").json()["limits"]
         cache = client.get("/healthz").json()["cache"]
     assert limits["max_upload_bytes"] == 512 * 1024 and limits["max_pixels"] == 5000
     assert cache["max_bytes"] == 64 * 1024 * 1024
+    assert calls["app"].state.tapkit.settings.allowed_hosts  # loopback: other host names are refused
 
 
 def test_public_host_prints_a_warning(tiny_files, monkeypatch, capsys):
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    calls = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(app=app, **kwargs))
     main(["serve", "--checkpoint", str(tiny_files.checkpoint), "--device", "cpu", "--host", "0.0.0.0"])
     assert "no authentication" in capsys.readouterr().err
+    assert calls["host"] == "0.0.0.0" and calls["app"].state.tapkit.settings.allowed_hosts is None
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from tapkit.serve import ServeSettings, create_app
+        from tapkit.serve.security import LOOPBACK_HOSTS
     except ImportError as err:
         raise UserError(f"tapkit serve needs the [serve] extra ({err.name} is missing): pip install 'tapkit[serve]'") from None
     if not 0 <= args.port <= 65535:
@@ -75,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         cache_bytes=int(args.cache_mb * MIB),
         batch_window_ms=args.batch_window_ms,
         max_batch=args.max_batch,
+        # On this machine only, also refuse other host names (DNS rebinding).
+        allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) else None,
     )
     model = model_from_args(args)
     app = create_app(model, settings)

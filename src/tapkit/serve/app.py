@@ -30,6 +30,7 @@ from tapkit.serve.errors import ModelFailure, NotAvailable, ServeError, UnknownI
 from tapkit.serve.everything import EverythingFn, find_everything
 from tapkit.serve.limits import BodySizeLimit, decode_image
 from tapkit.serve.schemas import Health, ImageOut, RegionsOut, RegionsRequest
+from tapkit.serve.security import RequestOriginGuard, SecurityHeaders
 from tapkit.serve.settings import ServeSettings
 from tapkit.serve.worker import ModelWorker
 
@@ -39,18 +40,6 @@ STATIC_DIR = Path(__file__).parent / "static"
 UPLOAD_PATH = "/v1/images"
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
 FIND_EVERYTHING = object()  # create_app's default: look for tapkit.everything
-
-SECURITY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (
-        b"content-security-policy",
-        b"default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
-        b"connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-    ),
-]
-
 
 @dataclass
 class ServerState:
@@ -113,6 +102,7 @@ def create_app(model: TapModel, settings: ServeSettings | None = None, everythin
         return settings.max_upload_bytes + MULTIPART_SLACK if path == UPLOAD_PATH else settings.max_json_bytes
 
     app.add_middleware(BodySizeLimit, limit_for=body_limit)
+    app.add_middleware(RequestOriginGuard, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(SecurityHeaders)
     add_error_handlers(app)
 
@@ -240,21 +230,3 @@ def validation_message(errors) -> str:
     extra = len(list(errors)) - 3
     return "; ".join(parts) + (f" (and {extra} more)" if extra > 0 else "")
 
-
-class SecurityHeaders:
-    """ASGI middleware adding conservative security headers to every response."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message):
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": list(message.get("headers", [])) + SECURITY_HEADERS}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

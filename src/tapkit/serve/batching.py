@@ -92,12 +92,14 @@ class PromptBatcher:
                 pass
         try:
             results = await self.worker.run(self._run, key, batch)
-        except BaseException as err:
+        except asyncio.CancelledError:
+            for m in batch.members:
+                m.future.cancel()
+            raise
+        except Exception as err:
             for m in batch.members:
                 if not m.future.done():
                     m.future.set_exception(err)
-            if not isinstance(err, Exception):
-                raise
             return
         for m, regions in zip(batch.members, results):
             if not m.future.done():

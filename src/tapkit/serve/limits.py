@@ -5,7 +5,6 @@ any decoding, and every request body counted as it streams in."""
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -14,6 +13,7 @@ from PIL import Image, ImageOps
 from starlette.exceptions import HTTPException
 
 from tapkit.serve.errors import PayloadTooLarge, UnreadableImage, UnsupportedImage
+from tapkit.serve.security import reply
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 
@@ -90,10 +90,10 @@ class BodySizeLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await _reply(send, 400, "invalid Content-Length header")
+                await reply(send, 400, "invalid Content-Length header")
                 return
             if int(declared) > limit:
-                await _reply(send, 413, f"the request body has {int(declared)} bytes; the limit is {limit}")
+                await reply(send, 413, f"the request body has {int(declared)} bytes; the limit is {limit}")
                 return
         received = 0
 
@@ -108,9 +108,3 @@ class BodySizeLimit:
 
         await self.app(scope, counted_receive, send)
 
-
-async def _reply(send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
