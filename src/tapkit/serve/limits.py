@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from starlette.exceptions import HTTPException
 
+from tapkit.predictor.image import pil_to_rgb
 from tapkit.serve.errors import PayloadTooLarge, UnreadableImage, UnsupportedImage
 from tapkit.serve.security import reply
 
@@ -55,7 +56,7 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> DecodedImage:
             if width * height > max_pixels:
                 raise PayloadTooLarge(f"the image has {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
             im.seek(0)
-            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB")).copy()
+            rgb = pil_to_rgb(im)
     except PayloadTooLarge:
         raise
     except Image.DecompressionBombError:
