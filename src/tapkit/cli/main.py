@@ -7,10 +7,10 @@ import argparse
 import sys
 
 from tapkit import __version__
-from tapkit.cli import convert, predict
+from tapkit.cli import convert, everything, predict
 from tapkit.errors import UserError
 
-COMMANDS = (predict, convert)
+COMMANDS = (predict, everything, convert)
 
 
 def build_parser() -> argparse.ArgumentParser:
