@@ -135,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
         )
         where = f"rank {shard.rank}/{shard.world_size}: " if shard.world_size > 1 else ""
         print(
-            f"{where}{summary.processed} images processed, {summary.already_done} already done, "
-            f"{len(summary.failed)} failed, {summary.regions} regions, {summary.seconds:.1f} s",
+            f"{where}images processed {summary.processed}, already done {summary.already_done}, "
+            f"failed {len(summary.failed)}; {summary.regions} regions in {summary.seconds:.1f} s",
             file=sys.stderr,
         )
         for path, reason in summary.failed:
