@@ -274,6 +274,11 @@ class EverythingGenerator:
             with self._stage(timings, "filter"):
                 candidates = self._nms_across_crops(candidates, crops)
         counts.after_nms = len(candidates)
+        if cfg.max_regions is not None and cfg.min_region_area == 0:
+            # nothing after this point reorders the candidates, so only the best are upscaled
+            with self._stage(timings, "filter"):
+                best = torch.sort(candidates.iou.float(), descending=True, stable=True).indices[: cfg.max_regions]
+                candidates = candidates.select(best)
         with self._stage(timings, "postprocess"):
             regions, kept = self._regions(candidates, crops, infos, height, width)
         if cfg.max_regions is not None:
