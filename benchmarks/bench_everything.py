@@ -62,11 +62,15 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def machine(device: torch.device) -> str:
+def load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def machine(device: torch.device, load_at_start: float) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
-    return f"{cpu_name()}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads{load}, torch {torch.__version__}"
+    load = f"load average {load_at_start:.1f} at the start, {load_average():.1f} at the end"
+    return f"{cpu_name()}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads, {load}, torch {torch.__version__}"
 
 
 def synthetic_images(folder: Path, count: int, height: int, width: int) -> None:
@@ -173,6 +177,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
+    load_at_start = load_average()
     model = tapkit.build_model(args.preset, device=device, dtype=args.dtype)
     model.tokenizer = StandInTokenizer(model.cfg.text_decoder.vocab_size)
     gen = torch.Generator().manual_seed(0)
@@ -207,7 +212,7 @@ def main() -> None:
     lines = [
         f"## bench_everything, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"- machine: {machine(device)}",
+        f"- machine: {machine(device, load_at_start)}",
         f"- model: {args.preset} (random weights), {model.image_size} input, {args.dtype}, device {device}",
         f"- settings: {n} image(s) of {args.width}x{args.height} (JPEG), {args.points_per_side}x{args.points_per_side} points, "
         f"batch {args.points_per_batch}, masks per point: {args.masks_per_point}, filters open, box NMS {args.nms_thresh}, "

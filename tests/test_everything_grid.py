@@ -51,3 +51,8 @@ def test_crop_points_are_in_crop_pixels():
     (box,) = crop_boxes(10, 20, 0, 0.0)
     pts = crop_points(box, 2)
     np.testing.assert_allclose(pts, [[5, 2.5], [15, 2.5], [5, 7.5], [15, 7.5]])
+
+
+def test_crop_boxes_of_a_tiny_image_are_never_empty():
+    boxes = crop_boxes(1, 3, 2, 0.3)
+    assert boxes and all(b.width > 0 and b.height > 0 for b in boxes)

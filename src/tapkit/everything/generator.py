@@ -123,7 +123,9 @@ class StageTimings:
 
 @dataclass
 class FilterCounts:
-    """How many candidates each filter let through."""
+    """How many candidates each filter let through: grid points, candidate masks,
+    predicted IoU passed, stability passed (and not empty, not cut by a crop edge),
+    after box NMS, kept (after small-region removal and max_regions)."""
 
     points: int = 0
     candidates: int = 0
@@ -388,23 +390,23 @@ class EverythingGenerator:
             keep = [int(i) for i in survivors if masks[int(i)].sum() >= cfg.min_region_area]
         else:
             keep = list(range(len(masks)))
-        keep = [i for i in keep if masks[i].any()]
-        keep.sort(key=lambda i: -float(candidates.iou[i]))
+        ious = candidates.iou.float().cpu().tolist()
+        keep = sorted((i for i in keep if masks[i].any()), key=lambda i: -ious[i])
         selected = candidates.select(torch.tensor(keep, dtype=torch.long))
+        scores, stabilities = selected.iou.float().tolist(), selected.stability.float().tolist()
+        points, mask_index, crop_index = selected.points.tolist(), selected.mask_index.tolist(), selected.crop.tolist()
         regions = []
         for j, i in enumerate(keep):
-            crop = crops[int(selected.crop[j])]
-            bbox = mask_bbox(masks[i])
             regions.append(
                 EverythingRegion(
                     mask=masks[i],
-                    bbox=bbox,
+                    bbox=mask_bbox(masks[i]),
                     area=int(masks[i].sum()),
-                    score=float(selected.iou[j]),
-                    stability=float(selected.stability[j]),
-                    point=(float(selected.points[j, 0]), float(selected.points[j, 1])),
-                    mask_index=int(selected.mask_index[j]),
-                    crop_box=crop.xywh(),
+                    score=scores[j],
+                    stability=stabilities[j],
+                    point=(points[j][0], points[j][1]),
+                    mask_index=mask_index[j],
+                    crop_box=crops[crop_index[j]].xywh(),
                 )
             )
         return regions, selected

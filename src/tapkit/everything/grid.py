@@ -59,7 +59,8 @@ def layer_points_per_side(points_per_side: int, layer: int, downscale: int) -> i
 
 def crop_boxes(height: int, width: int, n_layers: int, overlap_ratio: float) -> list[CropBox]:
     """The whole image, then for layer i = 1..n_layers a 2^i x 2^i tiling whose
-    neighbouring tiles overlap by overlap_ratio * short side * 2 / 2^i pixels."""
+    neighbouring tiles overlap by overlap_ratio * short side * 2 / 2^i pixels
+    (tiles that would be empty on a tiny image are left out)."""
     boxes = [CropBox(0, 0, width, height, 0)]
     short = min(height, width)
     for layer in range(1, n_layers + 1):
@@ -71,7 +72,9 @@ def crop_boxes(height: int, width: int, n_layers: int, overlap_ratio: float) -> 
             y0 = (tile_h - overlap) * i
             for j in range(per_side):
                 x0 = (tile_w - overlap) * j
-                boxes.append(CropBox(x0, y0, min(x0 + tile_w, width), min(y0 + tile_h, height), layer))
+                box = CropBox(x0, y0, min(x0 + tile_w, width), min(y0 + tile_h, height), layer)
+                if box.width > 0 and box.height > 0:  # tiny images give empty tiles
+                    boxes.append(box)
     return boxes
 
 
