@@ -56,6 +56,13 @@ def test_collect_images(folder, tmp_path):
     jobs = collect_images(file_list=listing)
     assert [j.key for j in jobs] == ["img0.png", "missing.png", "sub/img1.png"]
     assert jobs[0].result_path(tmp_path / "o") == tmp_path / "o" / "img0.png.json"
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    Image.new("RGB", (4, 4)).save(outside / "target.png")
+    (folder / "link.png").symlink_to(outside / "target.png")
+    (folder / "img0_again.png").symlink_to(folder / "img0.png")  # the same image twice
+    keys = [j.key for j in collect_images(input_dir=folder, exclude=out)]
+    assert "link.png" in keys and "img0.png" in keys and "img0_again.png" not in keys and len(keys) == 7
     with pytest.raises(UserError, match="image not found"):
         collect_images(images=[folder / "nope.png"])
     with pytest.raises(UserError, match="input folder not found"):

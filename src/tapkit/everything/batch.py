@@ -104,7 +104,7 @@ def collect_images(
         paths.append(Path(image))
     if file_list is not None:
         paths += read_file_list(file_list)
-    roots = [p.parent.resolve() for p in paths]
+    roots = [Path(os.path.abspath(p)).parent for p in paths]
     if input_dir is not None:
         folder = Path(input_dir)
         if not folder.is_dir():
@@ -112,14 +112,15 @@ def collect_images(
         skip = Path(exclude).resolve() if exclude is not None else None
         found = [p for p in folder.rglob("*") if _is_image(p) and p.is_file()]
         paths += [p for p in found if skip is None or not p.resolve().is_relative_to(skip)]
-        roots.append(folder.resolve())
+        roots.append(Path(os.path.abspath(folder)))
     if not paths:
         raise UserError("no images: give image files, --input-dir or --file-list")
     root = Path(os.path.commonpath(roots))
     jobs = {}
-    for p in paths:
-        resolved = p.resolve()
-        jobs[resolved] = ImageJob(p, resolved.relative_to(root).as_posix())
+    # keys come from absolute paths (a symlink keeps its own name); of two paths to one
+    # file, the first in sorted order is kept
+    for p in sorted(paths, key=os.path.abspath):
+        jobs.setdefault(p.resolve(), ImageJob(p, Path(os.path.abspath(p)).relative_to(root).as_posix()))
     return sorted(jobs.values(), key=lambda job: job.key)
 
 
