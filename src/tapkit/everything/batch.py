@@ -158,9 +158,8 @@ def _read(job: ImageJob):
 
 def write_result(job: ImageJob, out_dir: Path, result: EverythingResult, rgb: np.ndarray, overlay: bool) -> None:
     if overlay:  # the overlay first: the JSON marks the image done
-        masks = [r.mask for r in sorted(result.regions, key=lambda r: -r.area)]
-        labels = [r.concept or "region" for r in sorted(result.regions, key=lambda r: -r.area)]
-        image = draw_overlay(rgb, masks, labels)
+        largest_first = sorted(result.regions, key=lambda r: -r.area)  # small regions stay visible
+        image = draw_overlay(rgb, [r.mask for r in largest_first], [r.concept or "region" for r in largest_first])
         write_with(job.overlay_path(out_dir), lambda tmp: image.save(tmp, format="PNG"))
     text = json.dumps(result.to_json(str(job.path)), separators=(",", ":"))
     write_text_atomic(job.result_path(out_dir), text + "\n")
