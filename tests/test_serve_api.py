@@ -204,6 +204,30 @@ def test_everything_uses_the_automatic_mode_function(make_client, tiny_model):
     assert seen["shape"] == (96, 144, 3)
 
 
+def test_everything_runs_the_real_automatic_mode_on_the_cached_embedding(tiny_model, monkeypatch):
+    from tapkit.everything import EverythingGenerator
+
+    encodes = []
+    original = EverythingGenerator._crop_candidates
+
+    def spy(self, rgb, crop, index, timings, counts, embedding=None):
+        encodes.append(embedding is None)
+        return original(self, rgb, crop, index, timings, counts, embedding)
+
+    monkeypatch.setattr(EverythingGenerator, "_crop_candidates", spy)
+    with TestClient(create_app(tiny_model)) as client:
+        assert client.get("/healthz").json()["model"]["everything"] is True
+        image_id = upload(client, encode(shapes_image(), "PNG")).json()["id"]
+        response = client.post(f"/v1/images/{image_id}/everything")
+    assert response.status_code == 200, response.text
+    regions = response.json()["regions"]
+    assert encodes == [False]  # the cached embedding was reused, not recomputed
+    for region in regions:
+        (x, y, label), = region["prompt"]["points"]
+        assert label == 1 and 0 <= x <= 144 and 0 <= y <= 96
+        assert decode_rle(region["mask"]).shape == (96, 144)
+
+
 def test_everything_is_501_without_the_automatic_mode_module(tiny_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "tapkit.everything", None)  # import now fails as if absent
     with TestClient(create_app(tiny_model)) as client:

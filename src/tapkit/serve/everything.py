@@ -1,23 +1,30 @@
 """The server's one link to automatic mode ("segment everything").
 
-Automatic mode lives in `tapkit.everything`, which this install may not have. The
-server calls it only through `EverythingFn`: given a predictor already holding the
-image's embedding and the image itself, return the regions found. `find_everything`
-adapts the module to that signature, or returns None (the endpoint then answers 501)."""
+The server calls automatic mode only through `EverythingFn`: given a predictor
+already holding the image's embedding and the image itself, return the regions
+found (objects with `to_json()` in the region JSON form). `find_everything` adapts
+`tapkit.everything` to that signature, or returns None (the endpoint answers 501)."""
 
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
 from tapkit.predictor.predictor import Predictor
-from tapkit.predictor.results import Region
 
-EverythingFn = Callable[[Predictor, np.ndarray], list[Region]]
+
+class JsonRegion(Protocol):
+    def to_json(self) -> dict: ...
+
+
+EverythingFn = Callable[[Predictor, np.ndarray], list[JsonRegion]]
 
 MODULE = "tapkit.everything"
+
+# A 16 x 16 grid: a quarter of the CLI's default points, so a request stays interactive.
+SERVER_POINTS_PER_SIDE = 16
 
 
 def find_everything() -> EverythingFn | None:
@@ -27,11 +34,10 @@ def find_everything() -> EverythingFn | None:
         if err.name in (MODULE, None):
             return None
         raise
-    generate = getattr(module, "generate_everything", None)
-    if generate is None:
-        return None
+    config = module.EverythingConfig(points_per_side=SERVER_POINTS_PER_SIDE)
 
-    def everything(predictor: Predictor, rgb: np.ndarray) -> list[Region]:
-        return list(generate(predictor, rgb))
+    def everything(predictor: Predictor, rgb: np.ndarray) -> list[JsonRegion]:
+        generator = module.EverythingGenerator(predictor.model, config)
+        return list(generator.generate(rgb, embedding=predictor.image).regions)
 
     return everything

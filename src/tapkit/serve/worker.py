@@ -16,6 +16,7 @@ from tapkit.models.tap.model import TapModel
 from tapkit.predictor.predictor import ImageEmbedding, Predictor
 from tapkit.predictor.prompts import Prompt
 from tapkit.predictor.results import Region
+from tapkit.serve.everything import EverythingFn, JsonRegion
 from tapkit.serve.errors import ModelFailure
 
 log = logging.getLogger("tapkit.serve")
@@ -53,6 +54,6 @@ class ModelWorker:
         self._predictor.set_embedding(embedding)
         return self._predictor.predict(prompts, top_k=top_k, captions=captions, embeddings=False)
 
-    def everything(self, generate: Callable[[Predictor, np.ndarray], list[Region]], embedding: ImageEmbedding, rgb: np.ndarray) -> list[Region]:
+    def everything(self, generate: EverythingFn, embedding: ImageEmbedding, rgb: np.ndarray) -> list[JsonRegion]:
         self._predictor.set_embedding(embedding)
         return generate(self._predictor, rgb)
