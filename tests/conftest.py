@@ -23,3 +23,12 @@ def rgb_image():
     image = (rng.random((96, 144, 3)) * 255).astype(np.uint8)
     image[20:60, 30:90] = (220, 30, 30)
     return image
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A 6-image synthetic world (64 px) with a 64-d stand-in concept file, its
+    SemanticSA-1B shards and a caption tokenizer."""
+    from tests.training_helpers import make_tiny_world
+
+    return make_tiny_world(tmp_path_factory.mktemp("tiny_world"))

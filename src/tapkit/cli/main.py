@@ -7,11 +7,11 @@ import argparse
 import sys
 
 from tapkit import __version__
-from tapkit.cli import convert, everything, predict, serve
+from tapkit.cli import concepts, convert, data, everything, predict, serve, train
 from tapkit.cli import eval as eval_command
 from tapkit.errors import UserError
 
-COMMANDS = (predict, everything, convert, eval_command, serve)
+COMMANDS = (predict, everything, convert, eval_command, serve, train, data, concepts)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,45 @@
+"""Packages a trained model as tapkit's default model: float16 weights (the package
+limit is 15 MB; the model computes in float32 after loading), with the architecture
+in the safetensors metadata, plus its tokenizer and concept file.
+
+    python scripts/package_default_model.py runs/default_caption/model.safetensors \
+        --tokenizer scratch/tokenizer.model --concepts scratch/concepts.pkl
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from tapkit.checkpoint.io import load_checkpoint, save_safetensors
+from tapkit.defaults import ASSETS
+
+LIMIT_BYTES = 15 * 1024 * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--concepts", type=Path, required=True)
+    parser.add_argument("--assets", type=Path, default=ASSETS)
+    args = parser.parse_args()
+    ckpt = load_checkpoint(args.checkpoint)
+    tensors = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in ckpt.tensors.items()}
+    args.assets.mkdir(parents=True, exist_ok=True)
+    target = args.assets / "default_model.safetensors"
+    save_safetensors(tensors, target, config=ckpt.config)
+    shutil.copyfile(args.tokenizer, args.assets / "default_tokenizer.model")
+    shutil.copyfile(args.concepts, args.assets / "default_concepts.pkl")
+    for name in ("default_model.safetensors", "default_tokenizer.model", "default_concepts.pkl"):
+        (args.assets / name).chmod(0o644)  # atomic writes create 0600 files; package data must be readable
+    size = target.stat().st_size
+    assert size <= LIMIT_BYTES, f"{target} is {size} bytes, over the 15 MB limit"
+    print(f"packaged {target} ({size / 1e6:.1f} MB), tokenizer and concepts in {args.assets}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Rebuilds tapkit's packaged default model from nothing (CPU is enough; about an hour
+# on one core). Run from the repository root after `pip install -e ".[train]"`.
+set -euo pipefail
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+tapkit data synth --out scratch/world_train --images 4000 --seed 0
+tapkit data synth --out scratch/world_eval --images 200 --seed 1
+tapkit concepts build --names scratch/world_train/concepts.txt --stand-in-dim 256 --out scratch/concepts.pkl
+tapkit data semantic --sa1b scratch/world_train/sa1b --concepts scratch/concepts.pkl --out scratch/semantic --teacher stand-in
+tapkit data tokenizer --vg scratch/world_train/vg_regions.json --out scratch/tokenizer.model --vocab-size 128
+tapkit train configs/default_segment.yaml
+tapkit train configs/default_concepts.yaml
+tapkit train configs/default_caption.yaml
+python scripts/package_default_model.py runs/default_caption/model.safetensors \
+    --tokenizer scratch/tokenizer.model --concepts scratch/concepts.pkl
+tapkit data evaluate --sa1b scratch/world_eval/sa1b --output docs/default_model_eval.json
+python scripts/plain_drawings.py --out scratch/plain --images 40 --example examples/shapes.png
+tapkit data evaluate --sa1b scratch/plain --output docs/default_model_plain_eval.json
+python scripts/plot_curves.py --segment runs/default_segment/metrics.jsonl runs/default_concepts/metrics.jsonl \
+    --caption runs/default_caption/metrics.jsonl --out docs/default_model_curves.png

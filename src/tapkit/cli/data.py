@@ -1,0 +1,132 @@
+"""`tapkit data`: the synthetic world, SemanticSA-1B shards, caption tokenizers and
+the synthetic-world evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from tapkit.errors import UserError
+
+EPILOG = """\
+examples:
+  tapkit data synth --out world --images 4000 --seed 0
+  tapkit concepts build --names world/concepts.txt --stand-in-dim 256 --out concepts.pkl
+  tapkit data semantic --sa1b world/sa1b --concepts concepts.pkl --out semantic --teacher stand-in
+  torchrun --nproc_per_node 8 -m tapkit.cli.main data semantic --sa1b /data/sa1b --concepts merged_2560.pkl \\
+      --out /data/semantic --teacher open_clip --clip-model EVA02-E-14-plus --clip-pretrained laion2b_s9b_b144k
+  tapkit data tokenizer --vg world/vg_regions.json --out tokenizer.model --vocab-size 128
+  tapkit data evaluate --sa1b heldout/sa1b --output report.json        (the packaged default model)
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("data", help="build training data (synthetic world, SemanticSA-1B, tokenizer) and evaluate",
+                              description="Build and check training data.", epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    s = sub.add_parser("synth", help="write a synthetic shapes world in SA-1B, Visual Genome and COCO formats")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--images", type=int, required=True, help="number of images")
+    s.add_argument("--seed", type=int, default=0, help="world seed (scene i depends only on seed and i)")
+    s.add_argument("--size", type=int, default=256, help="image side in pixels (default: 256)")
+    s.set_defaults(func=run_synth)
+
+    m = sub.add_parser("semantic", help="SemanticSA-1B: teacher embeddings + concept targets per mask, in shards "
+                                        "(split across ranks under torchrun)")
+    m.add_argument("--sa1b", required=True, help="SA-1B directory (JSON next to JPEG)")
+    m.add_argument("--concepts", required=True, help="concept file (tapkit concepts build)")
+    m.add_argument("--out", required=True, help="shard directory")
+    m.add_argument("--teacher", choices=("open_clip", "stand-in"), default="open_clip",
+                   help="open_clip image tower on masked crops, or the synthetic world's stand-in (needs 'concept' annotations)")
+    m.add_argument("--clip-model", help="open_clip model name, e.g. ViT-B-32")
+    m.add_argument("--clip-pretrained", help="open_clip pretrained tag or local weights file")
+    m.add_argument("--stand-in-dim", type=int, default=None, help="stand-in embedding size (default: the concept file's)")
+    m.add_argument("--temperature", type=float, default=10.0, help="target = softmax(temperature * cosine) (default: 10)")
+    m.add_argument("--top-k", type=int, default=16, help="target entries kept per mask (default: 16)")
+    m.add_argument("--shard-size", type=int, default=5000, help="masks per shard")
+    m.add_argument("--device", default="cpu")
+    m.set_defaults(func=run_semantic)
+
+    t = sub.add_parser("tokenizer", help="train a SentencePiece BPE tokenizer on the captions of a VG-style JSON")
+    t.add_argument("--vg", required=True, nargs="+", help="Visual Genome COCO-style JSON file(s) with 'caption' per annotation")
+    t.add_argument("--out", required=True, help="output .model file")
+    t.add_argument("--vocab-size", type=int, default=32000, help="upper bound on the number of pieces (default: 32000)")
+    t.set_defaults(func=run_tokenizer)
+
+    e = sub.add_parser("evaluate", help="mask mIoU (point, box), concept top-1, caption CIDEr-D on a synthetic world")
+    e.add_argument("--sa1b", required=True, help="held-out SA-1B directory with concept/caption annotations")
+    e.add_argument("--max-images", type=int, default=None)
+    e.add_argument("--output", "-o", help="write the report JSON here (default: print)")
+    from tapkit.cli.common import add_model_options
+
+    add_model_options(e)
+    e.set_defaults(func=run_evaluate)
+
+
+def run_synth(args) -> int:
+    from tapkit.data.synth import write_world
+
+    if args.images < 1 or args.size < 32:
+        raise UserError("--images must be >= 1 and --size >= 32")
+    summary = write_world(args.out, args.images, args.seed, args.size)
+    print(f"wrote {summary.images} images, {summary.regions} regions to {summary.out}")
+    return 0
+
+
+def run_semantic(args) -> int:
+    import torch
+
+    from tapkit.data.sa1b import read_sa1b
+    from tapkit.data.semantic import OpenClipTeacher, StandInTeacher, build_semantic
+    from tapkit.data.text_encoders import HashText, import_open_clip
+    from tapkit.models.tap.concepts import ConceptVocabulary
+
+    vocab = ConceptVocabulary.load(args.concepts)
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if args.teacher == "stand-in":
+        teacher = StandInTeacher(HashText(args.stand_in_dim or vocab.embed_dim))
+    else:
+        if not args.clip_model:
+            raise UserError("--teacher open_clip needs --clip-model (and usually --clip-pretrained)")
+        open_clip = import_open_clip()
+        model, _, preprocess = open_clip.create_model_and_transforms(args.clip_model, pretrained=args.clip_pretrained,
+                                                                     device=args.device)
+        teacher = OpenClipTeacher(model, preprocess, args.device)
+    if teacher.dim != vocab.embed_dim:
+        raise UserError(f"teacher embeddings are {teacher.dim}-d but the concept file's are {vocab.embed_dim}-d")
+    summary = build_semantic(read_sa1b(args.sa1b), teacher, vocab.weights, args.out, rank, world,
+                             args.temperature, args.top_k, args.shard_size)
+    print(f"rank {rank}/{world}: {summary.regions} masks from {summary.images} images in {len(summary.shards)} shard(s); "
+          f"skipped {summary.skips.total} unreadable image(s)")
+    del torch
+    return 0
+
+
+def run_tokenizer(args) -> int:
+    from tapkit.data.coco_style import load_json
+    from tapkit.training.tokenizer import train_sentencepiece
+
+    captions = []
+    for path in args.vg:
+        captions += [str(a["caption"]) for a in load_json(path)["annotations"] if a.get("caption")]
+    out = train_sentencepiece(captions, args.out, args.vocab_size)
+    print(f"trained a tokenizer on {len(captions)} captions: {out}")
+    return 0
+
+
+def run_evaluate(args) -> int:
+    from tapkit.cli.common import model_from_args
+    from tapkit.training.synth_eval import evaluate_world
+    from tapkit.utils.atomic import write_text_atomic
+
+    report = evaluate_world(model_from_args(args), args.sa1b, args.max_images)
+    text = json.dumps(report.to_dict(), indent=2)
+    if args.output:
+        write_text_atomic(args.output, text + "\n")
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+    return 0

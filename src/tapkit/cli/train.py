@@ -1,0 +1,34 @@
+"""`tapkit train CONFIG.yaml`: one training stage (segment or caption) from a YAML config."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """\
+examples:
+  tapkit train configs/default_segment.yaml
+  tapkit train configs/default_caption.yaml --set steps=200 --set optim.lr=3e-4
+  torchrun --nproc_per_node 8 -m tapkit.cli.main train configs/sa1b_vit_b.yaml --set distributed=fsdp
+
+Re-running the same command resumes from OUT_DIR/checkpoint.pt.
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train TAP (promptable segmentation + concepts, or captions)",
+                              description="Train one stage of TAP from a YAML config; resumes from the output directory.",
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tapkit.training.config import load_config
+    from tapkit.training.engine import train
+
+    result = train(load_config(args.config, args.set), progress=not args.no_progress)
+    if result.export is not None:
+        print(f"trained {result.steps} steps, loss {result.first_loss} -> {result.final_loss}; weights: {result.export}")
+    return 0

@@ -1,0 +1,1 @@
+"""Training TAP: prompt sampling, losses, configs and the training engine."""

@@ -1,0 +1,175 @@
+"""Training configuration: typed dataclasses that a YAML file maps onto one to one.
+
+Unknown keys are errors, so a typo never silently trains with a default."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tapkit.errors import UserError
+from tapkit.models.tap.config import ImageDecoderConfig, ImageEncoderConfig, TapConfig, TextDecoderConfig
+
+
+@dataclass
+class DataConfig:
+    sa1b: str | None = None  # SA-1B directory (stage segment)
+    semantic: str | None = None  # SemanticSA-1B shards (concept targets)
+    vg: str | None = None  # Visual Genome COCO-style JSON (stage caption)
+    image_root: str | None = None  # images of the VG JSON
+    prompts_per_image: int = 16
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+
+
+@dataclass
+class LossConfig:
+    focal: float = 20.0
+    dice: float = 1.0
+    iou: float = 1.0
+    concept: float = 1.0
+    caption: float = 1.0
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    """Either `init_from` (a checkpoint: its architecture is used) or the architecture."""
+
+    init_from: str | None = None
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    image_decoder: ImageDecoderConfig = field(default_factory=ImageDecoderConfig)
+    text_decoder: TextDecoderConfig | None = None
+    tokenizer: str | None = None
+    concepts: str | None = None
+
+    def tap_config(self, vocab_size: int | None) -> TapConfig:
+        text = self.text_decoder
+        if text is not None and vocab_size is not None:
+            text = dataclasses.replace(text, vocab_size=vocab_size)
+        return TapConfig(self.image_encoder, self.image_decoder, text)
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "segment"  # segment (promptable + concepts) or caption
+    out_dir: str = "runs/tap"
+    steps: int = 1000
+    batch_images: int = 8  # per rank
+    seed: int = 0
+    precision: str = "fp32"  # fp32, bf16, fp16
+    distributed: str = "ddp"  # ddp or fsdp (used when launched by torchrun with > 1 process)
+    device: str | None = None
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed
+    interactive_prob: float = 0.5  # 2-stage interactive sampling vs non-interactive
+    caption_point_prob: float = 0.5  # caption stage: point prompt from the predicted mask vs box
+    log_every: int = 10
+    ckpt_every: int = 100
+    export: str | None = None  # final weights as .safetensors (default: OUT_DIR/model.safetensors)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self):
+        if self.stage not in ("segment", "caption"):
+            raise UserError(f"stage must be 'segment' or 'caption', got '{self.stage}'")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise UserError(f"precision must be fp32, bf16 or fp16, got '{self.precision}'")
+        if self.distributed not in ("ddp", "fsdp"):
+            raise UserError(f"distributed must be ddp or fsdp, got '{self.distributed}'")
+
+
+def _build(cls, data, where: str):
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise UserError(f"config section '{where}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(f"unknown config key(s) in '{where}': {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        target = next((t for t in typing.get_args(hint) or (hint,) if dataclasses.is_dataclass(t)), None)
+        if target is not None:
+            kwargs[name] = _build(target, value, f"{where}.{name}" if where else name)
+        elif typing.get_origin(hint) is tuple or hint is tuple:
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}.{name}" if where else name)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise UserError(f"bad config section '{where}': {err}") from None
+
+
+def _coerce(value, hint, where: str):
+    """YAML reads '3e-4' as a string; numbers are converted to the field's type."""
+    kinds = typing.get_args(hint) or (hint,)
+    for kind in (float, int):
+        if kind in kinds and not isinstance(value, bool) and isinstance(value, (str, int, float)) and value is not None:
+            try:
+                return kind(value) if kind is float or float(value).is_integer() else value
+            except ValueError:
+                raise UserError(f"config key '{where}' must be a number, got {value!r}") from None
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """'optim.lr=3e-4' -> (['optim', 'lr'], 0.0003), values parsed as YAML."""
+    yaml = _yaml()
+
+    if "=" not in text:
+        raise UserError(f"override must look like key.sub=value, got '{text}'")
+    key, value = text.split("=", 1)
+    return key.split("."), yaml.safe_load(value)
+
+
+def _yaml():
+    try:
+        import yaml
+    except ImportError:
+        raise UserError("training configs need PyYAML: pip install 'tapkit[train]'") from None
+    return yaml
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> TrainConfig:
+    yaml = _yaml()
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"malformed YAML in {path}: {err}") from None
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    return _build(TrainConfig, data, "")
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,36 @@
+"""The packaged default model: present, within the size limit, loadable without any
+flag, and usable by the README's first command."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+import tapkit
+from tapkit.cli.main import main
+from tapkit.data.synth import concept_names
+from tapkit.defaults import default_model_files
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "shapes.png"
+
+
+def test_default_model_files_are_packaged_and_small():
+    files = default_model_files()
+    assert files.checkpoint.stat().st_size <= 15 * 1024 * 1024
+    assert files.tokenizer is not None and files.concepts is not None
+    model = tapkit.load_model(files.checkpoint, tokenizer=files.tokenizer, concepts=files.concepts, device="cpu")
+    assert model.text_decoder is not None and len(model.concepts) == 48
+    assert all(p.dtype.is_floating_point for p in model.parameters())
+
+
+def test_readme_first_command_runs_offline(tmp_path, capsys):
+    overlay, output = tmp_path / "out.png", tmp_path / "out.json"
+    code = main(["predict", str(EXAMPLE), "--point", "120,80", "--overlay", str(overlay), "--output", str(output)])
+    assert code == 0 and overlay.is_file()
+    (region,) = json.loads(output.read_text())["regions"]
+    assert region["concept"] in concept_names()
+    assert isinstance(region["caption"], str) and region["area"] > 0
+    from tapkit.utils.rle import decode_rle
+
+    mask = decode_rle(region["mask"])
+    assert mask.shape == (240, 320) and np.count_nonzero(mask) == region["area"]
