@@ -34,6 +34,8 @@ def main() -> None:
     save_safetensors(tensors, target, config=ckpt.config)
     shutil.copyfile(args.tokenizer, args.assets / "default_tokenizer.model")
     shutil.copyfile(args.concepts, args.assets / "default_concepts.pkl")
+    for name in ("default_model.safetensors", "default_tokenizer.model", "default_concepts.pkl"):
+        (args.assets / name).chmod(0o644)  # atomic writes create 0600 files; package data must be readable
     size = target.stat().st_size
     assert size <= LIMIT_BYTES, f"{target} is {size} bytes, over the 15 MB limit"
     print(f"packaged {target} ({size / 1e6:.1f} MB), tokenizer and concepts in {args.assets}")

@@ -44,6 +44,6 @@ def tiny_sam(tiny_sam_checkpoint):
 def tiny_world(tmp_path_factory):
     """A 6-image synthetic world (64 px) with a 64-d stand-in concept file, its
     SemanticSA-1B shards and a caption tokenizer."""
-    from tests.training_helpers import make_tiny_world
+    from training_helpers import make_tiny_world
 
     return make_tiny_world(tmp_path_factory.mktemp("tiny_world"))

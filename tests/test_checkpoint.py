@@ -122,3 +122,25 @@ def test_missing_tensor_is_reported_by_name(tiny_files):
     del ckpt.tensors["image_decoder.iou_token.weight"]
     with pytest.raises(tapkit.UserError, match="iou_token"):
         tap_from_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_every_pickle_protocol_of_arrays_loads(tiny_files, tmp_path, protocol):
+    arrays = pickle.loads(tiny_files.checkpoint.read_bytes())
+    path = tmp_path / f"p{protocol}.pkl"
+    path.write_bytes(pickle.dumps(arrays, protocol=protocol))
+    ckpt = load_checkpoint(path)
+    for name, value in arrays.items():
+        assert np.array_equal(ckpt.tensors[name].numpy(), value)
+    concepts = tmp_path / f"c{protocol}.pkl"
+    concepts.write_bytes(pickle.dumps([np.ones((4, 2), np.float32), ["a", "b"]], protocol=protocol))
+    assert ConceptVocabulary.load(concepts).names == ["a", "b"]
+
+
+def test_other_pixel_normalization_is_refused(tiny_files, tmp_path):
+    arrays = pickle.loads(tiny_files.checkpoint.read_bytes())
+    arrays["pixel_mean"] = np.array([0.485, 0.456, 0.406], np.float32)
+    path = tmp_path / "imagenet_norm.pkl"
+    path.write_bytes(pickle.dumps(arrays))
+    with pytest.raises(CheckpointError, match="pixel_mean"):
+        tapkit.load_model(path, device="cpu")

@@ -59,7 +59,7 @@ def _run_cli(args):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing_ckpt", "corrupt_ckpt", "tokenizer_mismatch", "bad_image", "outside", "empty_list", "bad_point", "no_default"],
+    ["missing_ckpt", "corrupt_ckpt", "tokenizer_mismatch", "bad_image", "outside", "empty_list", "bad_point"],
 )
 def test_user_mistakes_give_one_line_and_exit_code_2(case, tiny_files, image_file, tmp_path):
     from tapkit.testing import train_tokenizer
@@ -86,8 +86,6 @@ def test_user_mistakes_give_one_line_and_exit_code_2(case, tiny_files, image_fil
         args[2:4] = ["--prompts", str(empty)]
     elif case == "bad_point":
         args[3] = "40;30"
-    elif case == "no_default":
-        model = []
     proc = _run_cli(args + model)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -107,3 +105,34 @@ def test_convert_to_safetensors_and_back_to_pkl(tiny_files, tmp_path, image_file
         assert main(argv) == 0
         outs.append(json.loads(out.read_text())["regions"])
     assert outs[0] == outs[1] == outs[2]
+
+
+def test_atomic_writes_leave_nothing_behind_and_keep_normal_permissions(tmp_path):
+    import os
+
+    from tapkit.utils.atomic import write_text_atomic, write_with
+
+    target = tmp_path / "out" / "result.json"
+    write_text_atomic(target, "{}")
+    assert target.read_text() == "{}"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+    def crash(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        write_with(target, crash)
+    assert target.read_text() == "{}"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["result.json"]
+
+
+def test_missing_default_model_is_a_clear_error(monkeypatch, image_file, tmp_path, capsys):
+    import tapkit.defaults
+
+    monkeypatch.setattr(tapkit.defaults, "ASSETS", tmp_path / "no_assets")
+    assert main(["predict", str(image_file), "--point", "40,30", "--output", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "default model" in err[0] and "--checkpoint" in err[0]

@@ -27,7 +27,7 @@ def test_readme_first_command_runs_offline(tmp_path, capsys):
     overlay, output = tmp_path / "out.png", tmp_path / "out.json"
     code = main(["predict", str(EXAMPLE), "--point", "120,80", "--overlay", str(overlay), "--output", str(output)])
     assert code == 0 and overlay.is_file()
-    (region,) = json.loads(output.read_text())
+    (region,) = json.loads(output.read_text())["regions"]
     assert region["concept"] in concept_names()
     assert isinstance(region["caption"], str) and region["area"] > 0
     from tapkit.utils.rle import decode_rle

@@ -179,3 +179,17 @@ def test_low_precision_pipeline_runs(tiny_files, rgb_image, dtype):
     regions = predictor.predict([Prompt(points=[(40, 30, 1)]), Prompt(box=(10, 10, 100, 70))])
     assert all(r.mask.dtype == bool and r.mask.shape == (96, 144) for r in regions)
     assert all(isinstance(r.caption, str) and isinstance(r.score, float) for r in regions)
+
+
+def test_sixteen_bit_grey_png_keeps_its_high_byte_as_opencv_does(tmp_path):
+    from PIL import Image
+
+    from tapkit.predictor.image import read_image
+
+    values = np.array([[0, 255, 256, 40000], [65535, 1000, 30000, 512]], np.uint16)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(values).save(path)
+    rgb = read_image(path)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 4, 3)
+    assert rgb[:, :, 0].tolist() == (values >> 8).tolist()
+    assert np.array_equal(rgb[:, :, 0], rgb[:, :, 2])

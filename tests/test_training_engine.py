@@ -13,7 +13,7 @@ from tapkit.training.config import config_from_dict, load_config
 from tapkit.training.data import SegmentBatches
 from tapkit.training.engine import build_model, freeze, lr_at, make_batches, train
 from tapkit.training.objectives import TapObjective
-from tests.training_helpers import tiny_train_config
+from training_helpers import tiny_train_config
 
 
 def _weights(model):

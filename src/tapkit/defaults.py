@@ -1,4 +1,5 @@
-"""The project's default model files, shipped inside the package once trained."""
+"""The project's default model files, shipped inside the package (a small TAP trained
+on the synthetic world; see docs/training.md)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def default_model_files() -> ModelFiles:
     checkpoint = ASSETS / "default_model.safetensors"
     if not checkpoint.is_file():
         raise UserError(
-            "no --checkpoint given and this install has no default model yet "
-            "(a packaged default model is planned); pass --checkpoint CKPT, e.g. an official tap_vit_b_v1_1.pkl"
+            f"no --checkpoint given and the packaged default model is missing ({checkpoint}); "
+            "pass --checkpoint CKPT, e.g. an official tap_vit_b_v1_1.pkl"
         )
     tokenizer, concepts = ASSETS / "default_tokenizer.model", ASSETS / "default_concepts.pkl"
     return ModelFiles(checkpoint, tokenizer if tokenizer.is_file() else None, concepts if concepts.is_file() else None)

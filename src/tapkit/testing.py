@@ -24,7 +24,7 @@ def tiny_config(vocab_size: int, image_size: int = 128) -> TapConfig:
     the architecture can be read back off its weights."""
     return TapConfig(
         ImageEncoderConfig(depth=4, embed_dim=32, num_heads=2, image_size=image_size, window_size=4, out_dim=64),
-        ImageDecoderConfig(embed_dim=64, num_heads=2, mlp_dim=128, cross_attn_dim=32, sem_embed_dim=64),
+        ImageDecoderConfig(embed_dim=64, num_heads=2, mlp_dim=2048, cross_attn_dim=32, sem_embed_dim=64),
         TextDecoderConfig(depth=2, embed_dim=128, num_heads=2, prompt_embed_dim=64, vocab_size=vocab_size),
     )
 
@@ -88,8 +88,17 @@ def random_concepts(path: str | os.PathLike, dim: int, names: list[str], seed: i
 
 
 def save_official_pkl(model: TapModel, path: str | os.PathLike) -> Path:
-    """Writes the weights as the official release does: a pickle of name -> numpy array."""
+    """Writes the weights as the official release does: a pickle of name -> numpy array,
+    derived buffers included (the reference loads its files strictly)."""
+    from tapkit.models.tap.image_encoder import relative_position_index
+    from tapkit.models.tap.model import PIXEL_MEAN_BGR, PIXEL_STD_BGR
+
     arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    arrays["pixel_mean"] = np.array(PIXEL_MEAN_BGR, np.float32)
+    arrays["pixel_rsig"] = np.reciprocal(np.array(PIXEL_STD_BGR, np.float32))
+    index = relative_position_index(model.cfg.image_encoder.window_size).numpy()
+    for i in range(model.cfg.image_encoder.depth):
+        arrays[f"image_encoder.blocks.{i}.attn.rel_pos_embed.index"] = index
     path = Path(path)
     path.write_bytes(pickle.dumps(arrays))
     return path

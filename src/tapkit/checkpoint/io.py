@@ -54,7 +54,8 @@ def _to_tensors(state: Mapping, path: Path) -> dict[str, torch.Tensor]:
     tensors = {}
     for name, value in state.items():
         if isinstance(value, np.ndarray):
-            value = torch.from_numpy(np.ascontiguousarray(value))
+            ready = value.flags.c_contiguous and value.flags.writeable
+            value = torch.from_numpy(value if ready else value.copy())
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
             raise CheckpointError(f"not a weights file: entry {name!r} is not an array: {path}")
         tensors[name] = value

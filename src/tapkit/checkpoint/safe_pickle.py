@@ -7,6 +7,7 @@ an arbitrary class) is refused before it can run.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import io
 import os
@@ -29,12 +30,20 @@ def _numpy_reconstruct():
 
 
 _MULTIARRAY = _numpy_reconstruct()
+try:
+    from numpy._core import numeric as _NUMERIC  # NumPy >= 2
+except ImportError:  # pragma: no cover - NumPy 1.x
+    from numpy.core import numeric as _NUMERIC
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _MULTIARRAY._reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _MULTIARRAY._reconstruct,
     ("numpy.core.multiarray", "scalar"): _MULTIARRAY.scalar,
     ("numpy._core.multiarray", "scalar"): _MULTIARRAY.scalar,
+    # pickle protocol 5 rebuilds arrays from a buffer; protocol 2 encodes bytes with _codecs
+    ("numpy.core.numeric", "_frombuffer"): _NUMERIC._frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _NUMERIC._frombuffer,
+    ("_codecs", "encode"): codecs.encode,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("collections", "OrderedDict"): collections.OrderedDict,

@@ -7,10 +7,11 @@ import argparse
 import sys
 
 from tapkit import __version__
-from tapkit.cli import concepts, convert, data, predict, train
+from tapkit.cli import concepts, convert, data, everything, predict, serve, train
+from tapkit.cli import eval as eval_command
 from tapkit.errors import UserError
 
-COMMANDS = (predict, convert, train, data, concepts)
+COMMANDS = (predict, everything, convert, eval_command, serve, train, data, concepts)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,16 @@ class ImageError(UserError):
     """The image cannot be read or is not an image."""
 
 
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """A PIL image as (H, W, 3) uint8 RGB, the way OpenCV reads files: EXIF orientation
+    applied, 16-bit grey keeps its high byte (PIL's convert would saturate it)."""
+    im = ImageOps.exif_transpose(im)
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = (np.asarray(im).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(im.convert("RGB")).copy()
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Reads a file as an (H, W, 3) uint8 RGB array, honouring EXIF orientation."""
     path = Path(path)
@@ -27,8 +37,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB")).copy()
+            return pil_to_rgb(im)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise ImageError(f"cannot read image {path}: {err}") from None
 
@@ -38,7 +47,7 @@ def as_rgb_array(image) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         return read_image(image)
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB")).copy()
+        return pil_to_rgb(image)
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ImageError(f"image arrays must be uint8, got {array.dtype}")

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Callable, Iterator
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary path next to `path`; it replaces `path` only if the block succeeds."""
+    """Yields a temporary path next to `path`; it replaces `path` only if the block succeeds.
+    The temporary file is created like any new file (permissions follow the umask)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+    with open(tmp_path, "xb"):
+        pass
     try:
         yield tmp_path
         os.replace(tmp_path, target)

@@ -8,7 +8,7 @@ import torch
 from tapkit.checkpoint.io import Checkpoint, CheckpointError
 from tapkit.models.tap.concepts import ConceptFileError, ConceptVocabulary
 from tapkit.models.tap.config import PRESETS, ArchitectureError, TapConfig, infer_config, shapes_of
-from tapkit.models.tap.model import TapModel, is_derived_key
+from tapkit.models.tap.model import PIXEL_MEAN_BGR, PIXEL_STD_BGR, TapModel, is_derived_key
 from tapkit.models.tap.tokenizer import TextTokenizer, TokenizerError
 
 
@@ -35,12 +35,22 @@ def check_companions(cfg: TapConfig, tokenizer: TextTokenizer | None, concepts: 
         )
 
 
+def check_pixel_statistics(tensors: dict[str, torch.Tensor], path) -> None:
+    """The reference stores its normalization; tapkit uses the same constants, and a
+    checkpoint trained with other ones must not be read silently wrong."""
+    expected = {"pixel_mean": torch.tensor(PIXEL_MEAN_BGR), "pixel_rsig": torch.tensor(PIXEL_STD_BGR).reciprocal()}
+    for name, value in expected.items():
+        if name in tensors and not torch.allclose(tensors[name].float().flatten(), value, rtol=1e-4, atol=1e-4):
+            raise CheckpointError(f"{path}: {name} = {tensors[name].tolist()} differs from TAP's image normalization")
+
+
 def tap_from_checkpoint(
     checkpoint: Checkpoint,
     tokenizer: TextTokenizer | None = None,
     concepts: ConceptVocabulary | None = None,
     preset: str | None = None,
 ) -> TapModel:
+    check_pixel_statistics(checkpoint.tensors, checkpoint.path)
     tensors = {k: v for k, v in checkpoint.tensors.items() if not is_derived_key(k)}
     if preset is not None:
         cfg = preset_config(preset)

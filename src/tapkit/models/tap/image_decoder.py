@@ -160,15 +160,16 @@ class ImageDecoder(nn.Module):
         tokens = torch.cat([learned.unsqueeze(0).expand(n, -1, -1), prompt_tokens], dim=1)
         key = image_embed.flatten(2).transpose(1, 2)
         query, key = self.transformer(tokens, key, image_pos)
-        # (N, HW, C) viewed as a channels-last map: the convolutions take it without a copy.
-        upscaled = self.output_conv(key.reshape(n, h, w, c).permute(0, 3, 1, 2))
-        # Still channels-last: (N, 4h * 4w, C/8) without a copy.
-        upscaled = upscaled.permute(0, 2, 3, 1).reshape(n, 16 * h * w, -1)
+        # The reference's view of the (N, HW, C) keys as an (N, C, h, w) map (channels-last
+        # strides), so the convolutions take it without a copy and use the same kernels.
+        upscaled = self.output_conv(key.transpose(1, 2).view(-1, c, h, w))
+        # (N, C/8, 4h * 4w) as a strided view of the channels-last output (no copy).
+        upscaled = upscaled.permute(0, 2, 3, 1).reshape(n, 16 * h * w, -1).transpose(1, 2)
         sem_tokens = query[:, :m]
         iou_token = query[:, m]
         mask_tokens = query[:, m + 1 : 2 * m + 1]
         hyper = torch.stack([head(mask_tokens[:, i]) for i, head in enumerate(self.mask_pred)], dim=1)
-        mask_logits = (upscaled @ hyper.transpose(1, 2)).transpose(1, 2).view(n, m, 4 * h, 4 * w)
+        mask_logits = (hyper @ upscaled).view(n, m, 4 * h, 4 * w)
         output = DecoderOutput(
             mask_logits=mask_logits,
             iou=self.iou_pred(iou_token).float(),

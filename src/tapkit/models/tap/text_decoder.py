@@ -24,34 +24,42 @@ def rotary_tables(seq_len: int, head_dim: int, dtype: torch.dtype, device=None, 
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotates interleaved pairs (x[2i], x[2i+1]) of x: (B, L, H, D) by per-position
-    angles given as cos/sin (L, D/2). Computed in float32, returned in x's dtype."""
+    """Rotates interleaved pairs (x[..., 2i], x[..., 2i+1]) of x: (B, L, ..., D) by
+    per-position angles given as cos/sin (L, D/2). Computed in float32 (as flash-attn's
+    kernel does), returned in x's dtype."""
+    shape = (cos.shape[0],) + (1,) * (x.ndim - 3) + (cos.shape[1],)
+    c, s = cos.float().view(shape), sin.float().view(shape)
     xf = x.float().unflatten(-1, (-1, 2))
     x0, x1 = xf[..., 0], xf[..., 1]
-    c, s = cos.float()[:, None, :], sin.float()[:, None, :]
     out = torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1).flatten(-2)
     return out.to(x.dtype)
 
 
 @dataclass
 class KVCache:
-    """Keys and values of every layer for a batch of sequences being decoded.
+    """Keys and values of every layer for a batch of sequences being decoded, and the
+    rotary tables of every position.
 
-    keys/values: (layers, B, H, max_len, D); `length` positions are filled."""
+    keys/values: (layers, B, H, max_len, D); `length` positions are filled;
+    cos/sin: (max_len, D/2) in the cache's dtype."""
 
     keys: torch.Tensor
     values: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
     length: int = 0
 
     @classmethod
     def empty(cls, cfg: TextDecoderConfig, batch: int, dtype: torch.dtype, device) -> "KVCache":
         head_dim = cfg.embed_dim // cfg.num_heads
         shape = (cfg.depth, batch, cfg.num_heads, cfg.max_seq_len, head_dim)
-        return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+        cos, sin = rotary_tables(cfg.max_seq_len, head_dim, dtype, device)
+        zeros = torch.zeros(shape, dtype=dtype, device=device)
+        return cls(zeros, torch.zeros_like(zeros), cos, sin)
 
     def select(self, rows: torch.Tensor) -> "KVCache":
         """Keeps only the given batch rows (finished sequences are dropped)."""
-        return KVCache(self.keys[:, rows], self.values[:, rows], self.length)
+        return KVCache(self.keys[:, rows], self.values[:, rows], self.cos, self.sin, self.length)
 
 
 class Attention(nn.Module):
@@ -65,9 +73,9 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, layer: int, cache: KVCache | None) -> torch.Tensor:
         b, length, _ = x.shape
-        q, k, v = self.qkv(x).view(b, length, 3, self.num_heads, self.head_dim).unbind(2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        qkv = self.qkv(x).view(b, length, 3, self.num_heads, self.head_dim)
+        q, k = apply_rotary(qkv[:, :, :2], cos, sin).unbind(2)  # q and k in one pass
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
         dropout = self.dropout.p if self.training else 0.0
         if cache is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
@@ -129,8 +137,10 @@ class TextDecoder(nn.Module):
         return self.cfg.max_seq_len - 1
 
     def _run(self, x: torch.Tensor, start: int, cache: KVCache | None) -> torch.Tensor:
-        head_dim = self.cfg.embed_dim // self.cfg.num_heads
-        cos, sin = rotary_tables(self.cfg.max_seq_len, head_dim, x.dtype, x.device)
+        if cache is None:
+            cos, sin = rotary_tables(self.cfg.max_seq_len, self.cfg.embed_dim // self.cfg.num_heads, x.dtype, x.device)
+        else:
+            cos, sin = cache.cos, cache.sin
         cos, sin = cos[start : start + x.shape[1]], sin[start : start + x.shape[1]]
         for i, block in enumerate(self.transformer.blocks):
             x = block(x, cos, sin, i, cache)

@@ -1,0 +1,463 @@
+"""The automatic mode: prompt a grid of points, keep the good masks, then name and
+caption only the regions that survive.
+
+Pipeline for one image (every stage is timed):
+  encode      the image (and each crop, with multi-scale crops) once;
+  decode      grid points in batches; each point gives masks 1-3 (the point-prompt
+              masks of TAP; mask 0 answers box prompts) or only the routed best one;
+  filter      on the low-resolution logits: predicted IoU, stability score, empty and
+              crop-edge masks, then box NMS inside each crop and across crops;
+  postprocess upscale the survivors to the image size, remove small islands and holes;
+  concepts    top-k concept names of the kept regions, in one batch;
+  captions    captions of the kept regions, batched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from tapkit.errors import UserError
+from tapkit.everything.filters import mask_boxes, near_crop_edge, nms, remove_small_regions, stability_score
+from tapkit.everything.grid import CropBox, crop_boxes, crop_points, layer_points_per_side
+from tapkit.models.tap.model import TapModel
+from tapkit.models.tap.prompt_encoder import FOREGROUND, PADDING
+from tapkit.predictor.image import ResizeInfo, as_rgb_array
+from tapkit.predictor.predictor import ImageEmbedding, Predictor, select_masks
+from tapkit.predictor.results import mask_bbox
+from tapkit.utils.rle import encode_rle
+
+MASKS_PER_POINT = ("all", "best")
+POINT_MASKS = (1, 2, 3)  # TAP's point-prompt masks; mask 0 is the box-prompt mask
+
+
+@dataclass(frozen=True)
+class EverythingConfig:
+    """Settings of the automatic mode. Defaults follow SAM's automatic mask generator.
+
+    points_per_side: grid of points_per_side^2 prompts on the image (and on each crop,
+      divided by crop_points_downscale^layer). points_per_batch: prompts decoded at once.
+    masks_per_point: "all" keeps masks 1-3 of every point as candidates (SAM's
+      multimask rule), "best" only the one TAP's routing picks by predicted IoU.
+    pred_iou_thresh: keep masks whose predicted IoU is above this.
+    stability_thresh / stability_offset: keep masks whose stability score (IoU of the
+      masks thresholded at +offset and -offset logits) is at least this.
+    box_nms_thresh: box IoU above which the lower-scored of two masks is dropped.
+    crop_layers: extra layers of crops (layer i: 2^i x 2^i tiles); 0 = whole image only.
+    crop_overlap_ratio, crop_points_downscale, crop_nms_thresh: tiling overlap, grid
+      shrink per layer, and the NMS threshold between crops (smaller crops win).
+    min_region_area: islands and holes smaller than this many pixels are removed and
+      regions left smaller than it are dropped (0: off).
+    max_regions: keep at most this many regions, best predicted IoU first (None: all).
+    top_k: concepts listed per region (0: none). captions: caption the kept regions.
+    caption_batch: regions captioned together."""
+
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    masks_per_point: str = "all"
+    pred_iou_thresh: float = 0.88
+    stability_thresh: float = 0.95
+    stability_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    crop_layers: int = 0
+    crop_overlap_ratio: float = 512 / 1500
+    crop_points_downscale: int = 1
+    crop_nms_thresh: float = 0.7
+    min_region_area: int = 0
+    max_regions: int | None = None
+    top_k: int = 5
+    captions: bool = True
+    caption_batch: int = 256
+
+    def __post_init__(self):
+        problems = []
+        if self.points_per_side < 1:
+            problems.append("points_per_side must be >= 1")
+        if self.points_per_batch < 1:
+            problems.append("points_per_batch must be >= 1")
+        if self.masks_per_point not in MASKS_PER_POINT:
+            problems.append(f"masks_per_point must be one of {', '.join(MASKS_PER_POINT)}")
+        if self.stability_offset <= 0:
+            problems.append("stability_offset must be > 0")
+        if not (0 <= self.box_nms_thresh <= 1 and 0 <= self.crop_nms_thresh <= 1):
+            problems.append("NMS thresholds must lie in [0, 1]")
+        if self.crop_layers < 0 or self.crop_points_downscale < 1 or not 0 <= self.crop_overlap_ratio < 1:
+            problems.append("crop_layers must be >= 0, crop_points_downscale >= 1, crop_overlap_ratio in [0, 1)")
+        if self.min_region_area < 0 or self.top_k < 0 or self.caption_batch < 1:
+            problems.append("min_region_area and top_k must be >= 0, caption_batch >= 1")
+        if self.max_regions is not None and self.max_regions < 1:
+            problems.append("max_regions must be >= 1")
+        if problems:
+            raise UserError("invalid everything settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class StageTimings:
+    """Seconds spent in each stage (GPU work is synchronized at stage boundaries)."""
+
+    encode: float = 0.0
+    decode: float = 0.0
+    filter: float = 0.0
+    postprocess: float = 0.0
+    concepts: float = 0.0
+    captions: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return sum(dataclasses.astuple(self))
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "total": self.total}
+
+
+@dataclass
+class FilterCounts:
+    """How many candidates each filter let through: grid points, candidate masks,
+    predicted IoU passed, stability passed (and not empty, not cut by a crop edge),
+    after box NMS, kept (after small-region removal and max_regions)."""
+
+    points: int = 0
+    candidates: int = 0
+    passed_iou: int = 0
+    passed_stability: int = 0
+    after_nms: int = 0
+    kept: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EverythingRegion:
+    """One kept region. mask: (H, W) bool; bbox [x, y, w, h] of the mask; score:
+    predicted IoU; stability: stability score (on the low-resolution logits);
+    point: the grid point (x, y) that prompted it; mask_index: which of TAP's masks;
+    crop_box: [x, y, w, h] of the crop it was found in."""
+
+    mask: np.ndarray
+    bbox: tuple[int, int, int, int]
+    area: int
+    score: float
+    stability: float
+    point: tuple[float, float]
+    mask_index: int
+    crop_box: tuple[int, int, int, int]
+    concept: str | None = None
+    concept_score: float | None = None
+    concepts: list[tuple[str, float]] = field(default_factory=list)
+    caption: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "prompt": {"points": [[float(self.point[0]), float(self.point[1]), 1]]},
+            "mask": encode_rle(self.mask),
+            "bbox": list(self.bbox),
+            "area": self.area,
+            "score": self.score,
+            "stability": self.stability,
+            "point": list(self.point),
+            "mask_index": self.mask_index,
+            "crop_box": list(self.crop_box),
+            "concept": self.concept,
+            "concept_score": self.concept_score,
+            "concepts": [[name, prob] for name, prob in self.concepts],
+            "caption": self.caption,
+        }
+
+
+@dataclass
+class EverythingResult:
+    """All kept regions of one image, best predicted IoU first."""
+
+    height: int
+    width: int
+    regions: list[EverythingRegion]
+    counts: FilterCounts
+    timings: StageTimings
+    config: EverythingConfig
+
+    def to_json(self, image_path: str | None = None) -> dict:
+        return {
+            "image": {"path": image_path, "height": self.height, "width": self.width},
+            "settings": self.config.to_dict(),
+            "counts": self.counts.to_dict(),
+            "timings": self.timings.to_dict(),
+            "regions": [{"id": i, **r.to_json()} for i, r in enumerate(self.regions)],
+        }
+
+
+@dataclass
+class Candidates:
+    """Candidate masks of one or more crops. logits: (K, 4h, 4w) low-resolution mask
+    logits of the padded model input; iou, stability: (K,); boxes: (K, 4) in image
+    pixels; points: (K, 2) image pixels; mask_index, crop: (K,) int64; sem_tokens:
+    (K, C); sem_embeds: (K, D)."""
+
+    logits: torch.Tensor
+    iou: torch.Tensor
+    stability: torch.Tensor
+    boxes: torch.Tensor
+    points: torch.Tensor
+    mask_index: torch.Tensor
+    crop: torch.Tensor
+    sem_tokens: torch.Tensor
+    sem_embeds: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.iou.shape[0]
+
+    def select(self, index: torch.Tensor) -> "Candidates":
+        return Candidates(*(getattr(self, f.name)[index.to(getattr(self, f.name).device)] for f in dataclasses.fields(self)))
+
+    @classmethod
+    def cat(cls, parts: list["Candidates"]) -> "Candidates":
+        return cls(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
+
+
+def upscale_logits(logits: torch.Tensor, info: ResizeInfo, image_size: int) -> torch.Tensor:
+    """(N, 4h, 4w) low-resolution logits -> (N, H, W) bool masks of the original size,
+    exactly as the predictor does it (padded input size, crop, original size, > 0)."""
+    (rh, rw), (oh, ow) = info.resized_size, info.original_size
+    x = F.interpolate(logits.unsqueeze(1), (image_size, image_size), mode="bilinear", align_corners=False)
+    x = F.interpolate(x[..., :rh, :rw], (oh, ow), mode="bilinear", align_corners=False)
+    return x[:, 0].gt(0)
+
+
+class EverythingGenerator:
+    """Segments, names and captions every region of an image with a TAP model.
+
+    >>> generator = EverythingGenerator(model, EverythingConfig(points_per_side=16))
+    >>> result = generator.generate("photo.jpg")
+    >>> [(r.concept, r.caption) for r in result.regions]
+    """
+
+    def __init__(self, model: TapModel, config: EverythingConfig | None = None):
+        self.model = model
+        self.config = config or EverythingConfig()
+        self.predictor = Predictor(model, max_batch=self.config.points_per_batch)
+
+    @contextlib.contextmanager
+    def _stage(self, timings: StageTimings, name: str) -> Iterator[None]:
+        cuda = self.model.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.model.device)
+        start = time.perf_counter()
+        yield
+        if cuda:
+            torch.cuda.synchronize(self.model.device)
+        setattr(timings, name, getattr(timings, name) + time.perf_counter() - start)
+
+    @torch.inference_mode()
+    def generate(self, image, embedding: ImageEmbedding | None = None) -> EverythingResult:
+        """image: an RGB array (H, W, 3) uint8, a PIL image or a path. `embedding`: the
+        image's encoding if already computed (e.g. by a server's cache); reused for the
+        full-image crop instead of encoding again."""
+        cfg = self.config
+        rgb = as_rgb_array(image)
+        height, width = rgb.shape[:2]
+        timings, counts = StageTimings(), FilterCounts()
+        crops = crop_boxes(height, width, cfg.crop_layers, cfg.crop_overlap_ratio)
+        infos: list[ResizeInfo] = []
+        parts = []
+        for index, crop in enumerate(crops):
+            full = (crop.x0, crop.y0, crop.x1, crop.y1) == (0, 0, width, height)
+            candidates, info = self._crop_candidates(rgb, crop, index, timings, counts, embedding if full else None)
+            infos.append(info)
+            parts.append(candidates)
+        candidates = Candidates.cat(parts)
+        if len(crops) > 1:
+            with self._stage(timings, "filter"):
+                candidates = self._nms_across_crops(candidates, crops)
+        counts.after_nms = len(candidates)
+        if cfg.max_regions is not None and cfg.min_region_area == 0:
+            # nothing after this point reorders the candidates, so only the best are upscaled
+            with self._stage(timings, "filter"):
+                best = torch.sort(candidates.iou.float(), descending=True, stable=True).indices[: cfg.max_regions]
+                candidates = candidates.select(best)
+        with self._stage(timings, "postprocess"):
+            regions, kept = self._regions(candidates, crops, infos, height, width)
+        if cfg.max_regions is not None:
+            regions = regions[: cfg.max_regions]
+            kept = kept.select(torch.arange(len(regions)))
+        counts.kept = len(regions)
+        with self._stage(timings, "concepts"):
+            self._name(regions, kept.sem_embeds)
+        with self._stage(timings, "captions"):
+            self._caption(regions, kept.sem_tokens)
+        return EverythingResult(height, width, regions, counts, timings, cfg)
+
+    def _crop_candidates(self, rgb, crop: CropBox, crop_index: int, timings: StageTimings, counts: FilterCounts, embedding: ImageEmbedding | None = None):
+        cfg = self.config
+        if embedding is None:
+            with self._stage(timings, "encode"):
+                embedding = self.predictor.embed_image(rgb[crop.y0 : crop.y1, crop.x0 : crop.x1])
+        side = layer_points_per_side(cfg.points_per_side, crop.layer, cfg.crop_points_downscale)
+        points = crop_points(crop, side)
+        counts.points += len(points)
+        parts = []
+        for start in range(0, len(points), cfg.points_per_batch):
+            batch = points[start : start + cfg.points_per_batch]
+            with self._stage(timings, "decode"):
+                out = self._decode(embedding.embedding, embedding.info, batch)
+            with self._stage(timings, "filter"):
+                parts.append(self._filter(out, embedding.info, batch, crop, crop_index, rgb.shape[:2], counts))
+        with self._stage(timings, "filter"):
+            candidates = Candidates.cat(parts)
+            candidates = candidates.select(nms(candidates.boxes, candidates.iou, cfg.box_nms_thresh))
+        return candidates, embedding.info
+
+    def _decode(self, image_embed: torch.Tensor, info: ResizeInfo, points: np.ndarray):
+        """points (N, 2) crop pixels -> the decoder output for N one-click prompts."""
+        n = len(points)
+        prompts = np.zeros((n, 2, 3), np.float32)
+        prompts[:, 0, :2] = points * np.float32(info.scale)
+        prompts[:, 0, 2] = FOREGROUND
+        prompts[:, 1, 2] = PADDING
+        xy = torch.from_numpy(prompts[:, :, :2])
+        labels = torch.from_numpy(prompts[:, :, 2].astype(np.int64))
+        return self.model.decode(image_embed, xy, labels)
+
+    def _filter(self, out, info: ResizeInfo, points: np.ndarray, crop: CropBox, crop_index: int, image_hw, counts: FilterCounts) -> Candidates:
+        cfg = self.config
+        n = out.iou.shape[0]
+        device = out.iou.device
+        if cfg.masks_per_point == "all":
+            choice = torch.tensor(POINT_MASKS, device=device).expand(n, -1)
+        else:
+            choice = select_masks(out.iou, torch.zeros(n, dtype=torch.bool, device=device)).unsqueeze(1)
+        rows = torch.arange(n, device=device).unsqueeze(1).expand_as(choice)
+        iou = out.iou[rows, choice].flatten()
+        counts.candidates += iou.numel()
+        keep = iou.gt(cfg.pred_iou_thresh).nonzero().squeeze(1)
+        counts.passed_iou += keep.numel()
+        rows, choice = rows.flatten()[keep], choice.flatten()[keep]
+        logits = out.mask_logits[rows, choice]
+        stride = self.model.image_size / logits.shape[-1]
+        rh, rw = info.resized_size
+        valid = logits[:, : math.ceil(rh / stride), : math.ceil(rw / stride)]
+        stability = stability_score(valid, cfg.stability_offset)
+        boxes = mask_boxes(valid.gt(0)).to(device) * (stride / info.scale)
+        boxes = torch.minimum(boxes, torch.tensor([crop.width, crop.height] * 2, dtype=torch.float32, device=device))
+        boxes = boxes + torch.tensor([crop.x0, crop.y0] * 2, dtype=torch.float32, device=device)
+        good = stability.ge(cfg.stability_thresh) & (boxes[:, 2] > boxes[:, 0])
+        if crop.layer > 0:
+            height, width = image_hw
+            good &= ~near_crop_edge(boxes, crop.xyxy(), (0, 0, width, height))
+        good = good.nonzero().squeeze(1)
+        counts.passed_stability += good.numel()
+        rows, choice = rows[good], choice[good]
+        offset = torch.tensor([crop.x0, crop.y0], dtype=torch.float32)
+        return Candidates(
+            logits=logits[good],
+            iou=iou[keep][good],
+            stability=stability[good],
+            boxes=boxes[good],
+            points=torch.from_numpy(points).to(device)[rows] + offset.to(device),
+            mask_index=choice,
+            crop=torch.full((good.numel(),), crop_index, dtype=torch.long, device=device),
+            sem_tokens=out.sem_tokens[rows, choice],
+            sem_embeds=out.sem_embeds[rows, choice],
+        )
+
+    def _nms_across_crops(self, candidates: Candidates, crops: list[CropBox]) -> Candidates:
+        """Overlapping masks from different crops: the one from the smaller crop wins
+        (it saw the region at a higher resolution); ties go to the higher predicted IoU."""
+        by_iou = torch.sort(candidates.iou.float(), descending=True, stable=True).indices
+        candidates = candidates.select(by_iou)
+        areas = torch.tensor([c.area for c in crops], dtype=torch.float32, device=candidates.crop.device)
+        return candidates.select(nms(candidates.boxes, areas[candidates.crop].reciprocal(), self.config.crop_nms_thresh))
+
+    def _regions(self, candidates: Candidates, crops: list[CropBox], infos: list[ResizeInfo], height: int, width: int):
+        """Full-resolution masks of the survivors, cleaned of small islands and holes.
+        Returns (regions best predicted IoU first, their candidates in the same order)."""
+        cfg = self.config
+        masks = self._full_masks(candidates, crops, infos, height, width)
+        if cfg.min_region_area > 0 and masks:
+            changed = []
+            for i, mask in enumerate(masks):
+                masks[i], was_changed = remove_small_regions(mask, cfg.min_region_area)
+                changed.append(was_changed)
+            boxes = torch.tensor([_xyxy(mask_bbox(m)) for m in masks], dtype=torch.float32)
+            by_iou = torch.sort(candidates.iou.float().cpu(), descending=True, stable=True).indices
+            unchanged = 1.0 - torch.tensor(changed, dtype=torch.float32)
+            survivors = by_iou[nms(boxes[by_iou], unchanged[by_iou], cfg.box_nms_thresh)]
+            keep = [int(i) for i in survivors if masks[int(i)].sum() >= cfg.min_region_area]
+        else:
+            keep = list(range(len(masks)))
+        ious = candidates.iou.float().cpu().tolist()
+        keep = sorted((i for i in keep if masks[i].any()), key=lambda i: -ious[i])
+        selected = candidates.select(torch.tensor(keep, dtype=torch.long))
+        scores, stabilities = selected.iou.float().tolist(), selected.stability.float().tolist()
+        points, mask_index, crop_index = selected.points.tolist(), selected.mask_index.tolist(), selected.crop.tolist()
+        regions = []
+        for j, i in enumerate(keep):
+            regions.append(
+                EverythingRegion(
+                    mask=masks[i],
+                    bbox=mask_bbox(masks[i]),
+                    area=int(masks[i].sum()),
+                    score=scores[j],
+                    stability=stabilities[j],
+                    point=(points[j][0], points[j][1]),
+                    mask_index=mask_index[j],
+                    crop_box=crops[crop_index[j]].xywh(),
+                )
+            )
+        return regions, selected
+
+    def _full_masks(self, candidates: Candidates, crops, infos, height: int, width: int, chunk: int = 16) -> list[np.ndarray]:
+        masks: list[np.ndarray | None] = [None] * len(candidates)
+        for crop_index, (crop, info) in enumerate(zip(crops, infos)):
+            members = (candidates.crop == crop_index).nonzero().squeeze(1).tolist()
+            for start in range(0, len(members), chunk):
+                part = members[start : start + chunk]
+                local = upscale_logits(candidates.logits[part], info, self.model.image_size).cpu().numpy()
+                for i, m in zip(part, local):
+                    if crop.area == height * width:
+                        masks[i] = m
+                    else:
+                        full = np.zeros((height, width), dtype=bool)
+                        full[crop.y0 : crop.y1, crop.x0 : crop.x1] = m
+                        masks[i] = full
+        return masks  # type: ignore[return-value]
+
+    def _name(self, regions: list[EverythingRegion], sem_embeds: torch.Tensor) -> None:
+        vocab = self.model.concepts
+        if vocab is None or self.config.top_k == 0 or not regions:
+            return
+        top = vocab.top_k(sem_embeds, self.config.top_k)
+        for region, idx, prob in zip(regions, top.indices.tolist(), top.probs.tolist()):
+            region.concepts = [(vocab.names[j], float(p)) for j, p in zip(idx, prob)]
+            region.concept, region.concept_score = region.concepts[0]
+
+    def _caption(self, regions: list[EverythingRegion], sem_tokens: torch.Tensor) -> None:
+        if not self.config.captions or not regions:
+            return
+        step = self.config.caption_batch
+        for start in range(0, len(regions), step):
+            texts = self.predictor.caption(sem_tokens[start : start + step])
+            for region, text in zip(regions[start : start + step], texts):
+                region.caption = text
+
+
+def _xyxy(bbox: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    x, y, w, h = bbox
+    return (x, y, x + w, y + h)
+
+
+def tokenize_everything(model: TapModel, image, config: EverythingConfig | None = None, **settings) -> EverythingResult:
+    """Every region of one image, segmented, named and captioned.
+    `settings` override fields of `config` (e.g. points_per_side=16, captions=False)."""
+    config = dataclasses.replace(config or EverythingConfig(), **settings)
+    return EverythingGenerator(model, config).generate(image)
