@@ -133,7 +133,9 @@ def evaluate(setup: EvalSetup, predictor: Predictor, model_info: dict, ctx: Dist
     gt = load_caption_gt(setup.gt)
     items = select_images(gt, setup.images_dir, setup.limit)
     work = [item for item in items if gt.anns_by_image.get(item.image_id)]
-    settings = {"prompts": "gt boxes (mask 0)", "max_text_len": predictor.model.text_decoder.max_text_len, "limit": setup.limit, "metrics": list(metrics)}
+    model = predictor.model
+    max_text_len = getattr(model.text_decoder, "max_text_len", None) or model.generation.max_new_tokens  # TAP or SCA
+    settings = {"prompts": "gt boxes (mask 0)", "max_text_len": max_text_len, "limit": setup.limit, "metrics": list(metrics)}
     run_key = {"benchmark": "caption", "model": model_info, **setup.data_key()}
     store = PredictionStore.open(setup.shard_dir, run_key, ctx, setup.fresh)
     run = run_images(work, caption_infer(predictor, gt, setup.max_batch), ctx, store, "caption")

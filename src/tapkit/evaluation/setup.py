@@ -35,9 +35,12 @@ class EvalSetup:
 
 
 def describe_model(model: TapModel, checkpoint, tokenizer=None, concepts=None) -> dict:
-    """The model's files and architecture, for reports and for telling runs apart."""
-    enc = model.cfg.image_encoder
+    """The model's files and architecture, for reports and for telling runs apart (any
+    family: an SCA is described by its backbone's encoder)."""
+    cfg = getattr(model, "backbone", model).cfg
+    enc = getattr(cfg, "image_encoder", None) or cfg.encoder
     return {
+        "family": model.family,
         "checkpoint": file_summary(checkpoint),
         "tokenizer": file_summary(tokenizer),
         "concepts": file_summary(concepts),
