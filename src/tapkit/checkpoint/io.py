@@ -98,3 +98,21 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLik
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     metadata = {CONFIG_KEY: json.dumps(config)} if config is not None else None
     write_with(path, lambda tmp: save_file(data, str(tmp), metadata=metadata))
+
+
+def load_checked(model: torch.nn.Module, expected: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor], source, family: str) -> None:
+    """Loads `tensors` into `model` after checking that their names and shapes are exactly
+    `expected` (the model's learned tensors), with a one-line error naming the first misfit."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"{source} does not match the {family} architecture ({detail})")
+    for name, value in tensors.items():
+        if tuple(value.shape) != tuple(expected[name].shape):
+            raise CheckpointError(
+                f"{source}: tensor {name} has shape {tuple(value.shape)}, "
+                f"the architecture needs {tuple(expected[name].shape)}"
+            )
+    # Derived buffers (batch-norm counters, ...) are not in `expected`; the rest was checked.
+    model.load_state_dict(dict(tensors), strict=False)

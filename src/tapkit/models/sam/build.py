@@ -9,7 +9,7 @@ from typing import Collection, Mapping
 
 import torch
 
-from tapkit.checkpoint.io import Checkpoint, CheckpointError
+from tapkit.checkpoint.io import Checkpoint, load_checked
 from tapkit.models.sam.config import PRESETS, SamArchitectureError, SamConfig, infer_sam_config
 from tapkit.models.sam.hf_naming import sam_state_from_hf
 from tapkit.models.sam.model import DERIVED_KEYS, SamModel
@@ -39,18 +39,7 @@ def sam_preset(name: str) -> SamConfig:
 def load_sam_tensors(model: SamModel, tensors: Mapping[str, torch.Tensor], source: str) -> SamModel:
     """Loads official-naming tensors into `model`, checking names and shapes first."""
     tensors = {k: v for k, v in tensors.items() if k not in DERIVED_KEYS}
-    expected = model.learned_state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise CheckpointError(f"{source} does not match the SAM architecture ({detail})")
-    for name, value in tensors.items():
-        if tuple(value.shape) != tuple(expected[name].shape):
-            raise CheckpointError(
-                f"{source}: tensor {name} has shape {tuple(value.shape)}, the architecture needs {tuple(expected[name].shape)}"
-            )
-    model.load_state_dict(tensors)
+    load_checked(model, model.learned_state_dict(), tensors, source, "SAM")
     return model.eval()
 
 

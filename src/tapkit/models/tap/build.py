@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tapkit.checkpoint.io import Checkpoint, CheckpointError
+from tapkit.checkpoint.io import Checkpoint, CheckpointError, load_checked
 from tapkit.models.tap.concepts import ConceptFileError, ConceptVocabulary
 from tapkit.models.tap.config import PRESETS, ArchitectureError, TapConfig, infer_config, shapes_of
 from tapkit.models.tap.model import PIXEL_MEAN_BGR, PIXEL_STD_BGR, TapModel, is_derived_key
@@ -60,17 +60,5 @@ def tap_from_checkpoint(
         cfg = infer_config(shapes_of(tensors))
     check_companions(cfg, tokenizer, concepts)
     model = TapModel(cfg, tokenizer, concepts)
-    expected = model.learned_state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise CheckpointError(f"{checkpoint.path} does not match the TAP architecture ({detail})")
-    for name, value in tensors.items():
-        if tuple(value.shape) != tuple(expected[name].shape):
-            raise CheckpointError(
-                f"{checkpoint.path}: tensor {name} has shape {tuple(value.shape)}, "
-                f"the architecture needs {tuple(expected[name].shape)}"
-            )
-    model.load_state_dict(tensors, strict=False)  # key sets were checked above
+    load_checked(model, model.learned_state_dict(), tensors, checkpoint.path, "TAP")
     return model.eval()
