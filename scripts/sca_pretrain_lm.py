@@ -2,13 +2,11 @@
 frozen language model of an SCA (the paper freezes a pre-trained GPT-2; the synthetic
 world has no pre-trained model, so this makes one on its caption corpus).
 
-Training sequences are packed like GPT-2's: the captions of one image, in random order,
-each followed by EOS (GPT-2's end-of-text token also starts a text), then the next
-image's, cut at the context length. So every position is trained (SCA's captions
-start after a 14-token prefix), and the model learns to use its context: a caption
-often names shapes that earlier captions of the same image named, which is what lets a
-visual prefix steer it later. The model is saved with transformers' save_pretrained,
-ready for `sca.language_model`.
+The training text is `tapkit.training.caption_corpus.PackedCaptions`: packed captions,
+a fraction `--hint-prob` of them preceded by their content words, so that the model
+learns to read its context (a model trained on bare captions ignores it, and a visual
+prefix then has nothing to steer; docs/sam_sca.md). The model is saved with
+transformers' save_pretrained, ready for `sca.language_model`.
 
     python scripts/sca_pretrain_lm.py --vg scratch/world_train/vg_regions.json \
         --tokenizer scratch/tokenizer.model --out scratch/caption_lm
@@ -21,7 +19,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
@@ -39,28 +36,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--context", type=int, default=64, help="tokens per training sequence (and the model's context)")
+    parser.add_argument("--hint-prob", type=float, default=0.5,
+                        help="fraction of captions preceded by their content words (teaches the LM to read context)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     import transformers
 
     from tapkit.models.sca.tokenizer import load_caption_tokenizer
+    from tapkit.training.caption_corpus import PackedCaptions
 
     tok = load_caption_tokenizer(args.tokenizer)
     by_image: dict = {}
     for a in json.loads(args.vg.read_text())["annotations"]:
         if a.get("caption"):
-            by_image.setdefault(a["image_id"], []).append([tok.eos_id] + tok.encode(a["caption"]))
-    documents = list(by_image.values())
-    rng = np.random.default_rng(args.seed)
-
-    def sequence() -> list[int]:
-        out: list[int] = []
-        while len(out) <= args.context:
-            captions = documents[rng.integers(len(documents))]
-            for k in rng.permutation(len(captions)):
-                out += captions[k]
-        return out[: args.context + 1]
+            by_image.setdefault(a["image_id"], []).append(a["caption"])
+    corpus = PackedCaptions(list(by_image.values()), tok, args.context, args.hint_prob, args.seed)
 
     torch.manual_seed(args.seed)
     cfg = transformers.GPT2Config(vocab_size=tok.vocab_size, n_positions=args.context, n_embd=args.dim, n_layer=args.layers,
@@ -72,7 +63,7 @@ def main() -> None:
         lr = args.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         for group in opt.param_groups:
             group["lr"] = lr
-        batch = torch.tensor([sequence() for _ in range(args.batch)])
+        batch = torch.tensor([corpus.sample() for _ in range(args.batch)])
         logits = model(input_ids=batch[:, :-1]).logits
         loss = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:])
         loss.backward()
