@@ -1,0 +1,97 @@
+"""Makes docs/screenshot-serve.png: starts `tapkit serve` (the packaged default model
+unless --checkpoint is given), opens the page in headless Chromium, uploads an image,
+clicks the given points (each click a new region) and saves a screenshot.
+
+    python scripts/screenshot_serve.py --image examples/shapes.png \
+        --click 120,80 --click 300,150 --out docs/screenshot-serve.png
+
+Needs the [serve] and [dev] extras (Playwright) and Chromium (/usr/bin/chromium)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"tapkit serve exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("tapkit serve did not start in time")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", type=Path, default=Path("examples/shapes.png"))
+    parser.add_argument("--click", action="append", default=[], metavar="X,Y", help="image pixel to click (repeatable)")
+    parser.add_argument("--out", type=Path, default=Path("docs/screenshot-serve.png"))
+    parser.add_argument("--checkpoint", help="model (default: the packaged default model)")
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    args = parser.parse_args()
+    clicks = [tuple(float(v) for v in c.split(",")) for c in args.click] or [(120.0, 80.0)]
+
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "tapkit.cli.main", "serve", "--port", str(port), "--device", "cpu", "--log-level", "warning"]
+    if args.checkpoint:
+        command += ["--checkpoint", args.checkpoint]
+    process = subprocess.Popen(command)
+    try:
+        wait_healthy(url, process)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--headless"])
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            page.goto(url + "/")
+            page.wait_for_function("() => document.getElementById('status').textContent.includes('Model ready')")
+            page.set_input_files("#file", str(args.image))
+            page.wait_for_function("() => document.getElementById('status').textContent.includes('ready: click')")
+            for i, (x, y) in enumerate(clicks):
+                if i:
+                    page.click("#keep")
+                cx, cy = page.evaluate(
+                    """([x, y]) => {
+                        const [cx, cy] = window.tapkit.toCanvas(x, y);
+                        const rect = document.getElementById('canvas').getBoundingClientRect();
+                        const dpr = window.devicePixelRatio || 1;
+                        return [rect.left + cx / dpr, rect.top + cy / dpr];
+                    }""",
+                    [x, y],
+                )
+                with page.expect_response(lambda r: r.url.endswith("/regions") and r.request.method == "POST"):
+                    page.mouse.click(cx, cy)
+                page.wait_for_function("() => !document.getElementById('status').classList.contains('working')")
+            page.mouse.move(2, 2)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            partial = args.out.with_name(args.out.name + ".partial.png")
+            page.screenshot(path=str(partial))
+            os.replace(partial, args.out)
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(10)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
