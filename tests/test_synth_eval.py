@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tapkit.training.cider import cider_d
-from tapkit.training.synth_eval import evaluate_world, iou, names_right
+from tapkit.training.synth_eval import evaluate_world, iou, named, names_right
 
 
 def test_cider_d_orders_candidates_and_is_10_for_a_unique_exact_match():
@@ -22,11 +22,16 @@ def test_iou_and_caption_words():
     assert names_right("a small red circle left of a blue star", "red circle")
     assert not names_right("a small blue circle left of a red star", "red circle")
     assert not names_right("something", "red circle")
+    assert named("a small striped blue star below a red circle") == ("blue", "star")
+    assert named("a large red thing") == ("red", None) and named("") == (None, None)
 
 
 def test_evaluate_world_runs_the_inference_path(tiny_model, tiny_world):
     report = evaluate_world(tiny_model, tiny_world.sa1b, max_images=2, progress=False)
     assert report.images == 2 and report.regions > 0
-    for value in (report.point_miou, report.box_miou, report.concept_top1_box, report.colour_shape_right_box):
+    for value in (report.point_miou, report.box_miou, report.concept_top1_box, report.colour_shape_right_box,
+                  report.colour_right_box, report.shape_right_box):
         assert 0.0 <= value <= 1.0
+    # Both words right implies each is right.
+    assert report.colour_shape_right_box <= min(report.colour_right_box, report.shape_right_box)
     assert report.cider_d_box is not None and report.examples

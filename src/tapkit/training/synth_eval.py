@@ -35,6 +35,8 @@ class SynthEvalReport:
     cider_d_point: float | None
     colour_shape_right_box: float | None
     colour_shape_right_point: float | None
+    colour_right_box: float | None  # the box caption's first colour word is right
+    shape_right_box: float | None  # its first shape word is right
     skipped_images: int
     examples: list[dict] = field(default_factory=list)
 
@@ -47,13 +49,17 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-def names_right(caption: str, concept: str) -> bool:
-    """The caption's first colour word and first shape word are the concept's."""
-    colour, shape = concept.split(" ", 1)
+def named(caption: str) -> tuple[str | None, str | None]:
+    """The caption's first colour word and first shape word (None where it has none)."""
     words = tokenize(caption)
     colours = [w for w in words if w in COLOURS]
     shapes = [w for w in words if w in SHAPES]
-    return bool(colours and shapes and colours[0] == colour and shapes[0] == shape)
+    return (colours[0] if colours else None), (shapes[0] if shapes else None)
+
+
+def names_right(caption: str, concept: str) -> bool:
+    """The caption's first colour word and first shape word are the concept's."""
+    return named(caption) == tuple(concept.split(" ", 1))
 
 
 def evaluate_world(model: TapModel, sa1b_dir: str | os.PathLike, max_images: int | None = None, seed: int = 0,
@@ -109,10 +115,14 @@ def evaluate_world(model: TapModel, sa1b_dir: str | os.PathLike, max_images: int
         return score, mean(right)
 
     cider_box, right_box = caption_scores("box")
+    said = [(named(c), r.concept.split(" ", 1)) for c, r in zip(caps["box"], refs) if r.concept]
+    colour_right = mean([colour == truth[0] for (colour, _), truth in said]) if refs else None
+    shape_right = mean([shape == truth[1] for (_, shape), truth in said]) if refs else None
     cider_point, right_point = caption_scores("point")
     return SynthEvalReport(
         images=len(records) - skips.total, regions=len(point_ious), point_miou=mean(point_ious), box_miou=mean(box_ious),
         concept_top1_box=mean(concepts["box"]), concept_top1_point=mean(concepts["point"]),
         cider_d_box=cider_box, cider_d_point=cider_point, colour_shape_right_box=right_box,
-        colour_shape_right_point=right_point, skipped_images=skips.total, examples=shown,
+        colour_shape_right_point=right_point, colour_right_box=colour_right, shape_right_box=shape_right,
+        skipped_images=skips.total, examples=shown,
     )
