@@ -11,32 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"tapkit serve exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("tapkit serve did not start in time")
+from tapkit.serve.launch import canvas_point, free_port, wait_healthy
 
 
 def main() -> None:
@@ -58,7 +37,7 @@ def main() -> None:
         command += ["--checkpoint", args.checkpoint]
     process = subprocess.Popen(command)
     try:
-        wait_healthy(url, process)
+        wait_healthy(url, process, timeout=120)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--headless"])
             page = browser.new_page(viewport={"width": 1280, "height": 720})
@@ -69,15 +48,7 @@ def main() -> None:
             for i, (x, y) in enumerate(clicks):
                 if i:
                     page.click("#keep")
-                cx, cy = page.evaluate(
-                    """([x, y]) => {
-                        const [cx, cy] = window.tapkit.toCanvas(x, y);
-                        const rect = document.getElementById('canvas').getBoundingClientRect();
-                        const dpr = window.devicePixelRatio || 1;
-                        return [rect.left + cx / dpr, rect.top + cy / dpr];
-                    }""",
-                    [x, y],
-                )
+                cx, cy = canvas_point(page, x, y)
                 with page.expect_response(lambda r: r.url.endswith("/regions") and r.request.method == "POST"):
                     page.mouse.click(cx, cy)
                 page.wait_for_function("() => !document.getElementById('status').classList.contains('working')")

@@ -1,23 +1,21 @@
 """The page in a real browser: headless Chromium (the Debian package) driven by Playwright
 opens the page served by `tapkit serve` on a tiny model, uploads an image, clicks,
-right-clicks, drags a box and sketches, and checks what is drawn. It saves a screenshot
-(to $TAPKIT_SCREENSHOT too, when set: that is how docs/screenshot-serve.png is made)."""
+right-clicks, drags a box and sketches, and checks what is drawn. (docs/screenshot-serve.png
+is made by scripts/screenshot_serve.py with the default model.)"""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tapkit
+from tapkit.serve.launch import canvas_point, free_port, wait_healthy
 from serve_helpers import encode
 from tapkit.utils.rle import decode_rle, encode_rle
 
@@ -54,12 +52,6 @@ def picture(height: int = 420, width: int = 640) -> np.ndarray:
     return rgb
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tiny_files, tmp_path):
     port = free_port()
@@ -74,37 +66,16 @@ def server(tiny_files, tmp_path):
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"tapkit serve exited with {process.returncode}:\n{log.read()}")
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "tapkit serve did not start within 60 s"
-            time.sleep(0.1)
+        try:
+            wait_healthy(url, process, timeout=60)
+        except RuntimeError as err:
+            log.seek(0)
+            pytest.fail(f"{err}:\n{log.read()}")
         yield url
     finally:
         process.terminate()
         process.wait(10)
         log.close()
-
-
-def canvas_point(page, x: float, y: float) -> tuple[float, float]:
-    """Page coordinates of image pixel (x, y)."""
-    return page.evaluate(
-        """([x, y]) => {
-            const [cx, cy] = window.tapkit.toCanvas(x, y);
-            const rect = document.getElementById('canvas').getBoundingClientRect();
-            const dpr = window.devicePixelRatio || 1;
-            return [rect.left + cx / dpr, rect.top + cy / dpr];
-        }""",
-        [x, y],
-    )
 
 
 def prompt_and_answer(page, action):
@@ -270,7 +241,5 @@ def test_page_draws_masks_names_and_captions(server, tmp_path):
             shot = tmp_path / "serve.png"
             page.screenshot(path=str(shot))
             assert shot.stat().st_size > 10_000
-            if os.environ.get("TAPKIT_SCREENSHOT"):
-                shutil.copyfile(shot, os.environ["TAPKIT_SCREENSHOT"])
         finally:
             browser.close()

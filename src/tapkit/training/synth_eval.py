@@ -116,8 +116,8 @@ def evaluate_world(model: TapModel, sa1b_dir: str | os.PathLike, max_images: int
 
     cider_box, right_box = caption_scores("box")
     said = [(named(c), r.concept.split(" ", 1)) for c, r in zip(caps["box"], refs) if r.concept]
-    colour_right = mean([colour == truth[0] for (colour, _), truth in said]) if refs else None
-    shape_right = mean([shape == truth[1] for (_, shape), truth in said]) if refs else None
+    colour_right = mean([colour == truth[0] for (colour, _), truth in said])
+    shape_right = mean([shape == truth[1] for (_, shape), truth in said])
     cider_point, right_point = caption_scores("point")
     return SynthEvalReport(
         images=len(records) - skips.total, regions=len(point_ious), point_miou=mean(point_ious), box_miou=mean(box_ious),

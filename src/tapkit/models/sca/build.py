@@ -77,7 +77,7 @@ def build_sca(
     )
     model = ScaModel(cfg, backbone, language_model, load_caption_tokenizer(tokenizer))
     for name, p in model.named_parameters():
-        if name.startswith(("mixer.", "projection.", "task_tokens.")) and p.ndim > 1:
+        if name.startswith(("mixer.", "task_tokens.")) and p.ndim > 1:
             nn.init.normal_(p, std=0.02)
     nn.init.zeros_(model.projection.weight)
     nn.init.zeros_(model.projection.bias)
