@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds tapkit's packaged default model from nothing (CPU is enough; about three hours
+# Rebuilds tapkit's packaged default model from nothing (CPU is enough; about four hours
 # on one core). Run from the repository root after `pip install -e ".[train]"`.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -12,6 +12,7 @@ tapkit train configs/default_segment.yaml
 tapkit train configs/default_concepts.yaml
 tapkit train configs/default_concepts_more.yaml
 tapkit train configs/default_concepts_long.yaml
+tapkit train configs/default_iou.yaml
 tapkit train configs/default_caption.yaml
 python scripts/package_default_model.py runs/default_caption/model.safetensors \
     --tokenizer scratch/tokenizer.model --concepts scratch/concepts.pkl
@@ -19,5 +20,5 @@ tapkit data evaluate --sa1b scratch/world_eval/sa1b --output docs/default_model_
 python scripts/plain_drawings.py --out scratch/plain --images 40 --example examples/shapes.png
 tapkit data evaluate --sa1b scratch/plain --output docs/default_model_plain_eval.json
 python scripts/plot_curves.py --segment runs/default_segment/metrics.jsonl runs/default_concepts/metrics.jsonl \
-    runs/default_concepts_more/metrics.jsonl runs/default_concepts_long/metrics.jsonl \
+    runs/default_concepts_more/metrics.jsonl runs/default_concepts_long/metrics.jsonl runs/default_iou/metrics.jsonl \
     --caption runs/default_caption/metrics.jsonl --out docs/default_model_curves.png
