@@ -3,7 +3,7 @@ unless --checkpoint is given), opens the page in headless Chromium, uploads an i
 clicks the given points (each click a new region) and saves a screenshot.
 
     python scripts/screenshot_serve.py --image examples/shapes.png \
-        --click 120,80 --click 300,150 --out docs/screenshot-serve.png
+        --click 120,80 --click 240,150 --click 248,50 --click 80,185 --out docs/screenshot-serve.png
 
 Needs the [serve] and [dev] extras (Playwright) and Chromium (/usr/bin/chromium)."""
 
