@@ -13,6 +13,7 @@ tapkit train configs/default_concepts.yaml
 tapkit train configs/default_concepts_more.yaml
 tapkit train configs/default_concepts_long.yaml
 tapkit train configs/default_iou.yaml
+tapkit train configs/default_final.yaml
 tapkit train configs/default_caption.yaml
 python scripts/package_default_model.py runs/default_caption/model.safetensors \
     --tokenizer scratch/tokenizer.model --concepts scratch/concepts.pkl
@@ -21,4 +22,5 @@ python scripts/plain_drawings.py --out scratch/plain --images 40 --example examp
 tapkit data evaluate --sa1b scratch/plain --output docs/default_model_plain_eval.json
 python scripts/plot_curves.py --segment runs/default_segment/metrics.jsonl runs/default_concepts/metrics.jsonl \
     runs/default_concepts_more/metrics.jsonl runs/default_concepts_long/metrics.jsonl runs/default_iou/metrics.jsonl \
+    runs/default_final/metrics.jsonl \
     --caption runs/default_caption/metrics.jsonl --out docs/default_model_curves.png
