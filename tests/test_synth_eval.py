@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tapkit.training.cider import cider_d
-from tapkit.training.synth_eval import evaluate_world, iou, named, names_right
+from tapkit.training.synth_eval import evaluate_world, iou, named
 
 
 def test_cider_d_orders_candidates_and_is_10_for_a_unique_exact_match():
@@ -19,9 +19,10 @@ def test_iou_and_caption_words():
     b = np.zeros((4, 4), bool)
     b[:1] = True
     assert iou(a, b) == 0.5 and iou(a, a) == 1.0
-    assert names_right("a small red circle left of a blue star", "red circle")
-    assert not names_right("a small blue circle left of a red star", "red circle")
-    assert not names_right("something", "red circle")
+    # The region's own words come first; the relation's shape does not count.
+    assert named("a small red circle left of a blue star") == ("red", "circle")
+    assert named("a small blue circle left of a red star") == ("blue", "circle")
+    assert named("something") == (None, None)
     assert named("a small striped blue star below a red circle") == ("blue", "star")
     assert named("a large red thing") == ("red", None) and named("") == (None, None)
 

@@ -34,6 +34,26 @@ def test_config_yaml_maps_onto_typed_classes(tmp_path, tiny_world):
         config_from_dict({"stage": "pretrain"})
 
 
+def test_config_base_is_read_first_and_merged_key_by_key(tmp_path, tiny_world):
+    base = tiny_train_config(tiny_world, tmp_path / "out")
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.yaml"
+    child.write_text("base: ../base.yaml\nsteps: 11\noptim: {lr: 0.002}\n")
+    cfg = load_config(child, ["seed=9"])
+    assert cfg.steps == 11 and cfg.seed == 9 and cfg.optim.lr == 0.002
+    # Keys the child does not name come from the base, inside merged mappings too.
+    assert cfg.optim.warmup_steps == config_from_dict(base).optim.warmup_steps
+    assert cfg.model.image_encoder.image_size == 64 and cfg.data.sa1b == base["data"]["sa1b"]
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("base: loop.yaml\nsteps: 1\n")
+    with pytest.raises(UserError, match="its own base"):
+        load_config(loop)
+    (tmp_path / "orphan.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(UserError, match="not found"):
+        load_config(tmp_path / "orphan.yaml")
+
+
 def test_lr_schedule_warmup_then_cosine(tiny_world, tmp_path):
     cfg = config_from_dict(tiny_train_config(tiny_world, tmp_path, steps=100, **{"optim.warmup_steps": 10, "optim.lr": 1.0}))
     assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)

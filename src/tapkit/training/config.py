@@ -167,16 +167,37 @@ def _yaml():
     return yaml
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> TrainConfig:
-    yaml = _yaml()
+def _merge(base: dict, update: dict) -> dict:
+    """`update` over `base`, mappings merged key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
-    path = Path(path)
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config file as a dict; a top-level `base: other.yaml` (relative to this file) is
+    read first and this file's keys go over it, so a continuation stage states only what
+    changes."""
+    yaml = _yaml()
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise UserError(f"config {path} is its own base")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise UserError(f"malformed YAML in {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a mapping of keys to values")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return _merge(_read_yaml(path.parent / base, seen + (path.resolve(),)), data)
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> TrainConfig:
+    data = _read_yaml(Path(path))
     for text in overrides:
         keys, value = parse_override(text)
         node = data

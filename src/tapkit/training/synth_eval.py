@@ -57,11 +57,6 @@ def named(caption: str) -> tuple[str | None, str | None]:
     return (colours[0] if colours else None), (shapes[0] if shapes else None)
 
 
-def names_right(caption: str, concept: str) -> bool:
-    """The caption's first colour word and first shape word are the concept's."""
-    return named(caption) == tuple(concept.split(" ", 1))
-
-
 def evaluate_world(model: TapModel, sa1b_dir: str | os.PathLike, max_images: int | None = None, seed: int = 0,
                    progress: bool = True, examples: int = 8) -> SynthEvalReport:
     records = read_sa1b(sa1b_dir)[:max_images]
@@ -108,17 +103,16 @@ def evaluate_world(model: TapModel, sa1b_dir: str | os.PathLike, max_images: int
         return float(np.mean(values)) if values else None
 
     def caption_scores(kind):
+        """CIDEr-D, and the shares of captions whose colour and shape, colour, shape words are right."""
         if not refs:
-            return None, None
+            return None, None, None, None
         score, _ = cider_d(caps[kind], [[r.caption] for r in refs])
-        right = [names_right(c, r.concept) for c, r in zip(caps[kind], refs) if r.concept]
-        return score, mean(right)
+        said = [(named(c), tuple(r.concept.split(" ", 1))) for c, r in zip(caps[kind], refs) if r.concept]
+        return (score, mean([words == truth for words, truth in said]),
+                mean([words[0] == truth[0] for words, truth in said]), mean([words[1] == truth[1] for words, truth in said]))
 
-    cider_box, right_box = caption_scores("box")
-    said = [(named(c), r.concept.split(" ", 1)) for c, r in zip(caps["box"], refs) if r.concept]
-    colour_right = mean([colour == truth[0] for (colour, _), truth in said])
-    shape_right = mean([shape == truth[1] for (_, shape), truth in said])
-    cider_point, right_point = caption_scores("point")
+    cider_box, right_box, colour_right, shape_right = caption_scores("box")
+    cider_point, right_point, _, _ = caption_scores("point")
     return SynthEvalReport(
         images=len(records) - skips.total, regions=len(point_ious), point_miou=mean(point_ious), box_miou=mean(box_ious),
         concept_top1_box=mean(concepts["box"]), concept_top1_point=mean(concepts["point"]),
