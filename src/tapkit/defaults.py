@@ -28,3 +28,13 @@ def default_model_files() -> ModelFiles:
         )
     tokenizer, concepts = ASSETS / "default_tokenizer.model", ASSETS / "default_concepts.pkl"
     return ModelFiles(checkpoint, tokenizer if tokenizer.is_file() else None, concepts if concepts.is_file() else None)
+
+
+def default_clip_dir() -> Path:
+    """The packaged CLIP (an open_clip-layout folder; trained on the synthetic world, see
+    docs/clip.md), or a one-line error."""
+    folder = ASSETS / "clip"
+    if not (folder / "open_clip_config.json").is_file():
+        raise UserError(f"no CLIP path given and the packaged default CLIP is missing ({folder}); "
+                        "pass a CLIP checkpoint (open_clip or transformers folder, or a state dict with a tokenizer)")
+    return folder

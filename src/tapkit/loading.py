@@ -1,5 +1,6 @@
 """`load_model` / `build_model`: the one entry point that turns files into a ready model
-of any family (TAP, SAM, SCA), recognised by the checkpoint's contents."""
+of any family (TAP, SAM, SCA), recognised by the checkpoint's contents; `load_clip` for
+CLIP (a model with its tokenizer and preprocessing)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,29 @@ def build_model(
     """A randomly initialized model of a named preset (for training and benchmarks)."""
     model = family_of_preset(preset).build_preset(preset, Companions(tokenizer, concepts, preset))
     return model.to(device=resolve_device(device), dtype=resolve_dtype(dtype))
+
+
+def load_clip(
+    path: str | os.PathLike | None = None,
+    tokenizer=None,
+    device: str | torch.device | None = "cpu",
+    dtype: str | torch.dtype = "float32",
+    quick_gelu: bool | None = None,
+):
+    """A CLIP ready to embed text and images (`tapkit.models.clip.encoder.Clip`).
+
+    `path`: an open_clip hub folder, a transformers CLIPModel folder, or a bare
+    OpenAI-format state dict (.pt, .bin, .safetensors; then `tokenizer` names a folder
+    with vocab.json + merges.txt); None loads the packaged CLIP trained on the synthetic
+    world. `quick_gelu` overrides the activation where the file cannot say (a bare state
+    dict is taken to be OpenAI's, with QuickGELU)."""
+    from tapkit.defaults import default_clip_dir
+    from tapkit.models.clip.build import clip_from_checkpoint, clip_tokenizer, read_clip_checkpoint
+    from tapkit.models.clip.encoder import Clip
+
+    path = default_clip_dir() if path is None else path
+    model = clip_from_checkpoint(read_clip_checkpoint(path), quick_gelu)
+    tok = clip_tokenizer(path, tokenizer, model.context_length)
+    if tok.vocab_size > model.cfg.text.vocab_size:
+        raise UserError(f"the tokenizer has {tok.vocab_size} ids but the CLIP text tower only {model.cfg.text.vocab_size}")
+    return Clip(model.to(device=resolve_device(device), dtype=resolve_dtype(dtype)), tok)

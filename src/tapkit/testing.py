@@ -42,7 +42,7 @@ def randomize(model: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> torc
             noise = noise.abs() + 0.5
         elif name.endswith(("norm1.weight", "norm2.weight", "norm3.weight", "norm4.weight", "norm.weight")):
             noise = noise + 1.0
-        tensor.copy_(noise.to(tensor.dtype) / max(1.0, tensor.shape[-1] ** 0.5 / 4))
+        tensor.copy_(noise.to(tensor.dtype) / max(1.0, (tensor.shape[-1] if tensor.ndim else 1) ** 0.5 / 4))
     return model
 
 
@@ -154,3 +154,43 @@ def make_tiny_sam_checkpoint(path: str | os.PathLike, seed: int = 0, image_size:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     return path
+
+
+def tiny_clip_config(vocab_size: int, quick_gelu: bool = False, image_size: int = 32, layers: int = 6):
+    """A CLIP small enough for unit tests: 32 px, patch 8 (a 4x4 grid), `layers` 32-wide
+    vision blocks of 4 heads; a 2-block text tower with a 16-token context."""
+    from tapkit.models.clip.config import ClipConfig, TextConfig, VisionConfig
+
+    return ClipConfig(24, VisionConfig(image_size, 8, 32, layers, 4), TextConfig(16, vocab_size, 32, 4, 2), quick_gelu)
+
+
+def train_clip_vocab(directory: str | os.PathLike, corpus: list[str] | None = None, merges: int = 120) -> Path:
+    """A tiny CLIP BPE (vocab.json + merges.txt) trained on the tiny caption corpus and the
+    48 concept names."""
+    from tapkit.training.clip_vocab import train_clip_bpe
+
+    names = [f"{c} {s}" for c in COLOURS for s in SHAPES]
+    return train_clip_bpe((corpus or caption_corpus()) + names + [f"a photo of a {n}." for n in names], directory, merges)
+
+
+@dataclass
+class TinyClipFiles:
+    folder: Path  # an open_clip hub folder: tapkit.load_clip(folder) loads it
+    config: object  # its ClipConfig
+
+
+def make_tiny_clip(directory: str | os.PathLike, seed: int = 0, quick_gelu: bool = False, image_size: int = 32,
+                   layers: int = 6) -> TinyClipFiles:
+    """A random tiny CLIP with its tiny vocab.json/merges.txt, written as an open_clip
+    hub folder (open_clip_config.json + open_clip_model.safetensors + tokenizer)."""
+    from tapkit.models.clip.model import ClipModel
+    from tapkit.models.clip.save import save_open_clip_folder
+    from tapkit.models.clip.tokenizer import ClipTokenizer
+
+    folder = Path(directory)
+    tokenizer = ClipTokenizer.from_dir(train_clip_vocab(folder))
+    cfg = tiny_clip_config(tokenizer.vocab_size, quick_gelu, image_size, layers)
+    torch.manual_seed(seed)
+    model = randomize(ClipModel(cfg), seed)
+    save_open_clip_folder(model, tokenizer, folder)
+    return TinyClipFiles(folder, cfg)

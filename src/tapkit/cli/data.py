@@ -17,6 +17,7 @@ examples:
   torchrun --nproc_per_node 8 -m tapkit.cli.main data semantic --sa1b /data/sa1b --concepts merged_2560.pkl \\
       --out /data/semantic --teacher open_clip --clip-model EVA02-E-14-plus --clip-pretrained laion2b_s9b_b144k
   tapkit data tokenizer --vg world/vg_regions.json --out tokenizer.model --vocab-size 128
+  tapkit data clip-tokenizer --vg world/vg_regions.json --names world/concepts.txt --out clip_tokenizer
   tapkit data evaluate --sa1b heldout/sa1b --output report.json        (the packaged default model)
 """
 
@@ -55,6 +56,14 @@ def add_parser(subparsers) -> None:
     t.add_argument("--out", required=True, help="output .model file")
     t.add_argument("--vocab-size", type=int, default=32000, help="upper bound on the number of pieces (default: 32000)")
     t.set_defaults(func=run_tokenizer)
+
+    c = sub.add_parser("clip-tokenizer", help="train a small CLIP byte-level BPE (vocab.json + merges.txt) on captions "
+                                              "and concept names")
+    c.add_argument("--vg", nargs="+", default=[], help="Visual Genome COCO-style JSON file(s) with 'caption' per annotation")
+    c.add_argument("--names", help="concept names, one per line (each also in the prompt templates)")
+    c.add_argument("--out", required=True, help="output folder (vocab.json, merges.txt)")
+    c.add_argument("--merges", type=int, default=256, help="most merges learned (default: 256)")
+    c.set_defaults(func=run_clip_tokenizer)
 
     e = sub.add_parser("evaluate", help="mask mIoU (point, box), concept top-1, caption CIDEr-D on a synthetic world")
     e.add_argument("--sa1b", required=True, help="held-out SA-1B directory with concept/caption annotations")
@@ -114,6 +123,21 @@ def run_tokenizer(args) -> int:
         captions += [str(a["caption"]) for a in load_json(path)["annotations"] if a.get("caption")]
     out = train_sentencepiece(captions, args.out, args.vocab_size)
     print(f"trained a tokenizer on {len(captions)} captions: {out}")
+    return 0
+
+
+def run_clip_tokenizer(args) -> int:
+    from tapkit.data.coco_style import load_json
+    from tapkit.data.text_encoders import DEFAULT_TEMPLATES, read_names
+    from tapkit.training.clip_vocab import train_clip_bpe
+
+    texts = []
+    for path in args.vg:
+        texts += [str(a["caption"]) for a in load_json(path)["annotations"] if a.get("caption")]
+    if args.names:
+        texts += [t.format(name) for name in read_names(args.names) for t in ("{}",) + DEFAULT_TEMPLATES]
+    out = train_clip_bpe(texts, args.out, args.merges)
+    print(f"trained a CLIP tokenizer on {len(texts)} texts: {out}")
     return 0
 
 

@@ -127,10 +127,31 @@ def _sca_build_preset(preset: str, companions: Companions) -> nn.Module:
     raise UserError("SCA models are built from a backbone and a language model (tapkit.models.sca.build_sca), not from a preset")
 
 
+# CLIP ------------------------------------------------------------------------
+
+
+def _clip_recognizes(checkpoint: Checkpoint) -> bool:
+    from tapkit.models.clip.build import is_clip_state
+
+    return is_clip_state(checkpoint.tensors)
+
+
+def _clip_build(checkpoint: Checkpoint, companions: Companions) -> nn.Module:
+    from tapkit.models.clip.build import clip_from_checkpoint
+
+    _no_companions("CLIP", companions)  # its tokenizer comes with tapkit.load_clip
+    return clip_from_checkpoint(checkpoint)
+
+
+def _clip_build_preset(preset: str, companions: Companions) -> nn.Module:
+    raise UserError("CLIP models are loaded from weights (tapkit.load_clip), not built from a preset")
+
+
 FAMILIES: tuple[Family, ...] = (
     Family("sca", (), _sca_recognizes, _sca_build, _sca_build_preset),
     Family("tap", ("tap_vit_b", "tap_vit_l", "tap_vit_h"), _tap_recognizes, _tap_build, _tap_build_preset),
     Family("sam", ("sam_vit_b", "sam_vit_l", "sam_vit_h"), _sam_recognizes, _sam_build, _sam_build_preset),
+    Family("clip", (), _clip_recognizes, _clip_build, _clip_build_preset),
 )
 
 ALL_PRESETS: tuple[str, ...] = tuple(p for f in FAMILIES for p in f.presets)
@@ -157,7 +178,10 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """A weights file, or a directory as Hugging Face saves models (config.json + weights)."""
     from tapkit.checkpoint.io import load_checkpoint
     from tapkit.checkpoint.hf_dir import is_hf_directory, load_hf_directory
+    from tapkit.models.clip.build import is_open_clip_directory, read_clip_checkpoint
 
+    if os.path.isdir(path) and is_open_clip_directory(path):
+        return read_clip_checkpoint(path)
     if os.path.isdir(path) and is_hf_directory(path):
         return load_hf_directory(path)
     return load_checkpoint(path)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tapkit.errors import UserError
+from tapkit.models.clip.config import TextConfig, VisionConfig
 from tapkit.models.sca.config import MixerConfig
 from tapkit.models.tap.config import ImageDecoderConfig, ImageEncoderConfig, TapConfig, TextDecoderConfig
 
@@ -81,8 +82,22 @@ class ScaTrainConfig:
 
 
 @dataclass
+class ClipTrainConfig:
+    """Stage clip: a CLIP trained contrastively on crops and whole images with names and captions."""
+
+    tokenizer: str | None = None  # folder with vocab.json + merges.txt (text.vocab_size is read from it)
+    embed_dim: int = 256
+    vision: VisionConfig = field(default_factory=lambda: VisionConfig(64, 8, 128, 6, 4))
+    text: TextConfig = field(default_factory=lambda: TextConfig(32, 0, 128, 4, 4))
+    quick_gelu: bool = False
+    scene_prob: float = 0.25  # chance a sample is the whole image rather than a crop around one region
+    crop_margin: tuple[float, float] = (1.15, 1.7)  # crop side / the region box's longer side
+    hflip_prob: float = 0.5  # crops only (scene captions say left and right)
+
+
+@dataclass
 class TrainConfig:
-    stage: str = "segment"  # segment (promptable + concepts), caption, or sca
+    stage: str = "segment"  # segment (promptable + concepts), caption, sca, or clip
     out_dir: str = "runs/tap"
     steps: int = 1000
     batch_images: int = 8  # per rank
@@ -101,10 +116,11 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     sca: ScaTrainConfig = field(default_factory=ScaTrainConfig)
+    clip: ClipTrainConfig = field(default_factory=ClipTrainConfig)
 
     def __post_init__(self):
-        if self.stage not in ("segment", "caption", "sca"):
-            raise UserError(f"stage must be 'segment', 'caption' or 'sca', got '{self.stage}'")
+        if self.stage not in ("segment", "caption", "sca", "clip"):
+            raise UserError(f"stage must be 'segment', 'caption', 'sca' or 'clip', got '{self.stage}'")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise UserError(f"precision must be fp32, bf16 or fp16, got '{self.precision}'")
         if self.distributed not in ("ddp", "fsdp"):

@@ -124,6 +124,10 @@ TAP_STAGE = Stage(
 
 
 def stage_for(cfg: TrainConfig) -> Stage:
+    if cfg.stage == "clip":
+        from tapkit.training.clip import CLIP_STAGE
+
+        return CLIP_STAGE
     if cfg.stage == "sca":
         from tapkit.training.sca import SCA_STAGE
 
@@ -179,8 +183,9 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool, stop_af
         model.load_state_dict(state.model)
     stage.freeze(model, cfg)
     model.to(info.device)
-    if model.concepts is not None:
-        model.concepts.weights = model.concepts.weights.to(info.device)
+    concepts = getattr(model, "concepts", None)  # TAP's vocabulary holds a plain tensor, not a buffer
+    if concepts is not None:
+        concepts.weights = concepts.weights.to(info.device)
     objective = stage.objective(model, cfg)
     module = distributed.wrap(objective, info, cfg.distributed)
     optimizer = make_optimizer(module, cfg)

@@ -1,0 +1,40 @@
+"""CLIP's image tower: a pre-norm ViT whose class token, after `ln_post`, is projected
+by `proj` (width, embed_dim) into the joint embedding space."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tapkit.models.clip.config import VisionConfig
+from tapkit.models.clip.transformer import Transformer
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, cfg: VisionConfig, embed_dim: int, quick_gelu: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_size, self.grid_size, self.width, self.heads = cfg.patch_size, cfg.grid_size, cfg.width, cfg.heads
+        scale = cfg.width**-0.5
+        self.conv1 = nn.Conv2d(3, cfg.width, cfg.patch_size, cfg.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(scale * torch.randn(cfg.width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(cfg.grid_size**2 + 1, cfg.width))
+        self.ln_pre = nn.LayerNorm(cfg.width)
+        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu)
+        self.ln_post = nn.LayerNorm(cfg.width)
+        self.proj = nn.Parameter(scale * torch.randn(cfg.width, embed_dim))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, S, S), normalized -> tokens (B, 1 + grid*grid, width) after ln_pre."""
+        x = self.conv1(images).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], 1) + self.positional_embedding.to(x.dtype)
+        return self.ln_pre(x)
+
+    def head(self, class_token: torch.Tensor) -> torch.Tensor:
+        """class_token (..., width) -> (..., embed_dim), not normalized."""
+        return self.ln_post(class_token) @ self.proj
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, S, S) -> image features (B, embed_dim), not normalized."""
+        return self.head(self.transformer(self.embed(images))[:, 0])

@@ -1,0 +1,202 @@
+"""Stage `clip` of the training engine: a CLIP trained contrastively on an annotated
+image set (SA-1B format with `concept` and `caption` on each region, e.g. the
+synthetic world).
+
+Each sample is either a crop around one region, paired with its concept name, a
+prompt template of it, or its caption up to the concept ('a small striped red
+circle'), or the whole image, paired with a list of its concepts or one region's full
+caption. Samples that mean the same thing (crops of one concept) are all positives of
+each other: the targets of the symmetric cross-entropy are spread over them, so the
+48 names' many repeats in a batch are not pushed apart. Under DDP each rank's loss
+is over its own batch (gradients are averaged)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from tapkit.data.records import ImageRecord, Region, SkipCounter, load_rgb
+from tapkit.data.text_encoders import DEFAULT_TEMPLATES
+from tapkit.errors import UserError
+from tapkit.models.clip.config import ClipConfig
+from tapkit.models.clip.model import ClipModel
+from tapkit.models.clip.preprocess import preprocess
+from tapkit.models.clip.tokenizer import ClipTokenizer
+from tapkit.training.config import TrainConfig
+from tapkit.training.data import epoch_order, step_rng
+from tapkit.training.objectives import LossOutput
+from tapkit.training.stages import Stage
+
+
+@dataclass
+class ClipBatch:
+    """images (B, 3, S, S) normalized; tokens (B, L); positives (B, B) bool, [i, j] when
+    sample i's image and sample j's text mean the same thing (the diagonal included)."""
+
+    images: torch.Tensor
+    tokens: torch.Tensor
+    positives: torch.Tensor
+
+
+def square_crop(rgb: np.ndarray, bbox, rng: np.random.Generator, margin: tuple[float, float]) -> np.ndarray:
+    """A square around bbox (x, y, w, h), its side `margin` times the box's longer side,
+    its centre jittered by up to 10% of the side, shifted to lie inside the image."""
+    h, w = rgb.shape[:2]
+    x, y, bw, bh = bbox
+    side = min(max(bw, bh) * rng.uniform(*margin), h, w)
+    cx, cy = x + bw / 2 + rng.uniform(-0.1, 0.1) * side, y + bh / 2 + rng.uniform(-0.1, 0.1) * side
+    left = int(round(min(max(cx - side / 2, 0), w - side)))
+    top = int(round(min(max(cy - side / 2, 0), h - side)))
+    side = max(int(round(side)), 1)
+    return rgb[top : top + side, left : left + side]
+
+
+def caption_head(region: Region) -> str:
+    """The region's caption up to its concept ('a small striped red circle' of
+    'a small striped red circle left of a blue star'), or 'a <concept>'."""
+    caption, concept = region.caption or "", region.concept
+    at = caption.find(concept)
+    return caption[: at + len(concept)] if at >= 0 else f"a {concept}"
+
+
+def crop_text(region: Region, rng: np.random.Generator) -> str:
+    choice = int(rng.integers(4))
+    if choice == 0:
+        return region.concept
+    if choice == 1:
+        return DEFAULT_TEMPLATES[int(rng.integers(len(DEFAULT_TEMPLATES)))].format(region.concept)
+    if choice == 2:
+        return caption_head(region)
+    return f"a {region.concept}"
+
+
+def scene_text(regions: list[Region], rng: np.random.Generator) -> str:
+    """'a red circle, a blue star and a green square' (up to 3, in random order), or one
+    region's full caption."""
+    captioned = [r for r in regions if r.caption]
+    if captioned and rng.random() < 0.5:
+        return captioned[int(rng.integers(len(captioned)))].caption
+    names = [f"a {regions[k].concept}" for k in rng.permutation(len(regions))[:3]]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+class ClipBatches(torch.utils.data.Dataset):
+    """The batch of (step, rank): `batch_images` samples, one per image in the data's
+    epoch order; images without a named region and unreadable ones are skipped."""
+
+    def __init__(self, records: list[ImageRecord], model_cfg: ClipConfig, tokenizer: ClipTokenizer, cfg: TrainConfig,
+                 rank: int, world_size: int):
+        self.records = [r for r in records if any(reg.concept for reg in r.regions)]
+        if not self.records:
+            raise UserError("stage clip needs regions with a `concept` name (SA-1B JSON with concept annotations)")
+        self.model_cfg, self.tokenizer, self.clip = model_cfg, tokenizer, cfg.clip
+        self.batch, self.seed, self.rank, self.world = cfg.batch_images, cfg.seed, rank, world_size
+        self.skips = SkipCounter()
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def _image(self, step: int, slot: int) -> tuple[ImageRecord, np.ndarray]:
+        n = len(self.records)
+        position = (step * self.world + self.rank) * self.batch + slot
+        for tries in range(50):
+            pos = position + tries * self.batch * self.world
+            record = self.records[epoch_order(n, self.seed, pos // n)[pos % n]]
+            rgb = load_rgb(record.path, self.skips)
+            if rgb is not None:
+                return record, rgb
+        raise RuntimeError(f"too many unreadable images ({self.skips.examples})")
+
+    def sample(self, step: int, slot: int) -> tuple[np.ndarray, str, str]:
+        """-> (image, text, meaning): meaning is the concept of a crop, the text of a scene."""
+        record, rgb = self._image(step, slot)
+        rng = step_rng(self.seed, step, self.rank, slot + 1)
+        regions = [r for r in record.regions if r.concept]
+        if rng.random() < self.clip.scene_prob:
+            text = scene_text(regions, rng)
+            return rgb, text, text
+        region = regions[int(rng.integers(len(regions)))]
+        crop = square_crop(rgb, region.bbox, rng, self.clip.crop_margin)
+        if rng.random() < self.clip.hflip_prob:
+            crop = crop[:, ::-1]
+        return crop, crop_text(region, rng), region.concept
+
+    def __getitem__(self, step: int) -> ClipBatch:
+        samples = [self.sample(step, slot) for slot in range(self.batch)]
+        size, pre = self.model_cfg.vision.image_size, self.model_cfg.preprocess
+        images = torch.stack([preprocess(np.ascontiguousarray(s[0]), size, pre) for s in samples])
+        meanings = [s[2] for s in samples]
+        positives = torch.tensor([[a == b for b in meanings] for a in meanings])
+        return ClipBatch(images, self.tokenizer([s[1] for s in samples]), positives)
+
+
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, positives: torch.Tensor):
+    """Symmetric cross-entropy of scaled cosine similarities, each row's target spread
+    evenly over its positives. image, text (B, D) normalized -> (loss, logits (B, B))."""
+    logits = scale * image @ text.t()
+    target = positives.float() / positives.float().sum(1, keepdim=True)
+    loss = 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+                  + torch.sum(-target.t() * F.log_softmax(logits.t(), 1), 1).mean())
+    return loss, logits
+
+
+class ClipObjective(nn.Module):
+    """The temperature is capped at 100, as open_clip clamps it."""
+
+    def __init__(self, model: ClipModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: ClipBatch) -> LossOutput:
+        device = self.model.logit_scale.device
+        image, text = self.model(batch.images.to(device), batch.tokens.to(device))
+        scale = self.model.logit_scale.exp().clamp(max=100.0)
+        positives = batch.positives.to(device)
+        loss, logits = contrastive_loss(image, text, scale, positives)
+        right = positives[torch.arange(len(positives), device=device), logits.argmax(1)].float().mean()
+        return LossOutput(loss, {"contrastive": float(loss.detach()), "image_to_text_top1": float(right),
+                                 "logit_scale": float(scale.detach())})
+
+
+def build_model(cfg: TrainConfig) -> ClipModel:
+    c = cfg.clip
+    tokenizer = ClipTokenizer.from_dir(_tokenizer_dir(cfg), c.text.context_length)
+    text = dataclasses.replace(c.text, vocab_size=tokenizer.vocab_size)
+    return ClipModel(ClipConfig(c.embed_dim, c.vision, text, c.quick_gelu)).train()
+
+
+def _tokenizer_dir(cfg: TrainConfig) -> str:
+    if not cfg.clip.tokenizer:
+        raise UserError("stage clip needs clip.tokenizer (a folder with vocab.json and merges.txt)")
+    return cfg.clip.tokenizer
+
+
+def make_batches(cfg: TrainConfig, model: ClipModel, rank: int, world_size: int) -> ClipBatches:
+    from tapkit.data.sa1b import read_sa1b
+
+    if not cfg.data.sa1b:
+        raise UserError("stage clip needs data.sa1b (an SA-1B directory with concept and caption annotations)")
+    tokenizer = ClipTokenizer.from_dir(_tokenizer_dir(cfg), model.context_length)
+    return ClipBatches(read_sa1b(cfg.data.sa1b), model.cfg, tokenizer, cfg, rank, world_size)
+
+
+def freeze(model: ClipModel, cfg: TrainConfig) -> None:
+    fixed = tuple(cfg.freeze)
+    for name, p in model.named_parameters():
+        p.requires_grad_(not (fixed and name.startswith(fixed)))
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UserError("every parameter is frozen: nothing to train")
+
+
+CLIP_STAGE = Stage(
+    build_model=build_model,
+    freeze=freeze,
+    objective=lambda model, cfg: ClipObjective(model),
+    batches=lambda cfg, model, info: make_batches(cfg, model, info.rank, info.world_size),
+    export=lambda model, full_state: dict(full_state),
+)

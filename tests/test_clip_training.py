@@ -1,0 +1,115 @@
+"""Stage `clip` of the training engine: batches, the contrastive loss, resuming exactly,
+DDP under torchrun (gloo, 2 processes), and the exported CLIP loading with load_clip."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import tapkit
+from tapkit.data.records import Region
+from tapkit.training.clip import build_model, caption_head, contrastive_loss, make_batches, square_crop
+from tapkit.training.config import config_from_dict
+from tapkit.training.engine import train
+from tapkit.testing import train_clip_vocab
+
+
+@pytest.fixture(scope="module")
+def clip_vocab(tmp_path_factory):
+    return train_clip_vocab(tmp_path_factory.mktemp("clip_vocab"))
+
+
+def clip_config(world, vocab, out_dir, **overrides) -> dict:
+    cfg = {"stage": "clip", "out_dir": str(out_dir), "steps": 4, "batch_images": 6, "log_every": 1, "ckpt_every": 2,
+           "data": {"sa1b": str(world.sa1b)},
+           "clip": {"tokenizer": str(vocab), "embed_dim": 16,
+                    "vision": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "heads": 2},
+                    "text": {"context_length": 16, "width": 32, "heads": 2, "layers": 1}},
+           "optim": {"lr": 3e-3, "warmup_steps": 1}}
+    cfg.update(overrides)
+    return cfg
+
+
+def test_contrastive_targets_spread_over_samples_of_one_meaning():
+    """Samples 0 and 1 mean the same: spread targets prefer them identical, diagonal
+    targets (plain CLIP) prefer them apart."""
+    separate = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    identical = separate.clone()
+    identical[1] = identical[0]
+    same = torch.tensor([[True, True, False, False], [True, True, False, False],
+                         [False, False, True, False], [False, False, False, True]])
+    diagonal = torch.eye(4, dtype=torch.bool)
+    scale = torch.tensor(20.0)
+
+    def loss(features, positives):
+        return float(contrastive_loss(features, features, scale, positives)[0])
+
+    assert loss(identical, same) < loss(separate, same)
+    assert loss(separate, diagonal) < loss(identical, diagonal)
+    assert loss(identical, same) == pytest.approx(np.log(2) / 2, abs=0.05)  # entropy of the spread targets
+
+
+def test_crops_stay_inside_the_image_and_contain_the_box():
+    rgb = np.zeros((100, 80, 3), np.uint8)
+    rng = np.random.default_rng(0)
+    for bbox in [(0, 0, 10, 10), (70, 90, 10, 10), (20, 30, 60, 40), (0, 0, 80, 100)]:
+        crop = square_crop(rgb, bbox, rng, (1.2, 1.5))
+        assert crop.shape[0] == crop.shape[1] > 0 and crop.shape[0] <= 80
+    assert caption_head(Region(1, (0, 0, 1, 1), None, "red circle", "a small striped red circle left of a blue star")) \
+        == "a small striped red circle"
+    assert caption_head(Region(1, (0, 0, 1, 1), None, "red circle", None)) == "a red circle"
+
+
+def test_batches_pair_crops_with_their_names(tiny_world, clip_vocab, tmp_path):
+    cfg = config_from_dict(clip_config(tiny_world, clip_vocab, tmp_path, **{"batch_images": 8}))
+    model = build_model(cfg)
+    batches = make_batches(cfg, model, rank=0, world_size=1)
+    a, b = batches[3], batches[3]
+    assert a.images.shape == (8, 3, 32, 32) and a.tokens.shape == (8, 16)
+    assert torch.equal(a.images, b.images) and torch.equal(a.tokens, b.tokens)  # a function of the step
+    assert a.positives.diagonal().all() and torch.equal(a.positives, a.positives.t())
+    assert not torch.equal(batches[4].tokens, a.tokens)
+
+
+def test_clip_stage_learns_resumes_exactly_and_exports_a_loadable_clip(tiny_world, clip_vocab, tmp_path):
+    whole = train(config_from_dict(clip_config(tiny_world, clip_vocab, tmp_path / "whole", steps=6)), progress=False)
+    assert whole.final_loss < whole.first_loss
+    cfg = config_from_dict(clip_config(tiny_world, clip_vocab, tmp_path / "parts", steps=6))
+    train(cfg, progress=False, stop_after=2)
+    resumed = train(cfg, progress=False)
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    clip = tapkit.load_clip(resumed.export, tokenizer=clip_vocab)
+    assert clip.model.cfg.vision.layers == 2 and clip.model.cfg.quick_gelu is False
+    assert torch.allclose(clip.model.visual.proj, resumed.model.visual.proj)
+    assert clip.encode_text(["a red circle"]).shape == (1, 16)
+
+
+DDP_WORKER = textwrap.dedent("""
+    import os, sys, torch
+    from tapkit.training.config import load_config
+    from tapkit.training.engine import train
+    result = train(load_config(sys.argv[1]), progress=False)
+    torch.save({k: v.detach() for k, v in result.model.named_parameters()},
+               os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))
+""")
+
+
+def test_two_process_gloo_ddp_ends_with_identical_weights(tiny_world, clip_vocab, tmp_path):
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(clip_config(tiny_world, clip_vocab, tmp_path / "run", steps=2, ckpt_every=100)))
+    worker = tmp_path / "worker.py"
+    worker.write_text(DDP_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    str(worker), str(config), str(tmp_path)], check=True, env=env, timeout=240, capture_output=True)
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    fresh = build_model(config_from_dict(clip_config(tiny_world, clip_vocab, tmp_path / "x")))
+    assert set(a) == {k for k, _ in fresh.named_parameters()}
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], p.detach()) for k, p in fresh.named_parameters())
