@@ -13,7 +13,8 @@ import yaml
 
 import tapkit
 from tapkit.data.records import Region
-from tapkit.training.clip import build_model, caption_head, contrastive_loss, make_batches, square_crop
+from tapkit.data.crops import square_crop
+from tapkit.training.clip import build_model, caption_head, contrastive_loss, make_batches
 from tapkit.training.config import config_from_dict
 from tapkit.training.engine import train
 from tapkit.testing import train_clip_vocab
@@ -56,10 +57,12 @@ def test_contrastive_targets_spread_over_samples_of_one_meaning():
 
 def test_crops_stay_inside_the_image_and_contain_the_box():
     rgb = np.zeros((100, 80, 3), np.uint8)
-    rng = np.random.default_rng(0)
     for bbox in [(0, 0, 10, 10), (70, 90, 10, 10), (20, 30, 60, 40), (0, 0, 80, 100)]:
-        crop = square_crop(rgb, bbox, rng, (1.2, 1.5))
-        assert crop.shape[0] == crop.shape[1] > 0 and crop.shape[0] <= 80
+        for shift in [(0.0, 0.0), (0.1, -0.1)]:
+            crop = square_crop(rgb, bbox, 1.4, shift)
+            assert crop.shape[0] == crop.shape[1] == round(min(max(bbox[2:]) * 1.4, 80))
+    rgb[50:60, 40:50] = 255
+    assert square_crop(rgb, (40, 50, 10, 10), 1.0).min() == 255
     assert caption_head(Region(1, (0, 0, 1, 1), None, "red circle", "a small striped red circle left of a blue star")) \
         == "a small striped red circle"
     assert caption_head(Region(1, (0, 0, 1, 1), None, "red circle", None)) == "a red circle"

@@ -1,16 +1,14 @@
 import pickle
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from tapkit.cli.main import main
 from tapkit.data.sa1b import read_sa1b
-from tapkit.data.semantic import OpenClipTeacher, SemanticTargets, StandInTeacher, build_semantic, concept_targets
+from tapkit.data.semantic import ClipTeacher, SemanticTargets, StandInTeacher, build_semantic, concept_targets
 from tapkit.data.synth import concept_names
-from tapkit.data.text_encoders import HashText, OpenClipText, concept_weights
+from tapkit.data.text_encoders import ClipText, HashText, concept_weights
 from tapkit.models.tap.concepts import ConceptVocabulary
 
 
@@ -61,49 +59,38 @@ def test_semantic_shards_split_across_ranks(tiny_world, tmp_path):
             assert vocab.names[a.index[0]] == region.concept
 
 
-class TinyClip(nn.Module):
-    """The slice of the open_clip model interface that tapkit uses."""
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    import tapkit
+    from tapkit.testing import make_tiny_clip
 
-    def __init__(self, dim=16):
-        super().__init__()
-        self.visual = SimpleNamespace(image_size=8)
-        self.image_proj = nn.Linear(3 * 8 * 8, dim)
-        self.text_embed = nn.Embedding(100, dim)
-        self.logit_scale = nn.Parameter(torch.tensor(np.log(50.0), dtype=torch.float32))
-
-    def encode_image(self, x):
-        return self.image_proj(x.flatten(1))
-
-    def encode_text(self, tokens):
-        return self.text_embed(tokens).mean(1)
+    return tapkit.load_clip(make_tiny_clip(tmp_path_factory.mktemp("tiny_clip")).folder)
 
 
-def _preprocess(image):
-    return torch.from_numpy(np.asarray(image.resize((8, 8)), np.float32) / 255.0).permute(2, 0, 1)
-
-
-def test_open_clip_teacher_embeds_masked_crops(tiny_world, tmp_path):
-    torch.manual_seed(0)
-    teacher = OpenClipTeacher(TinyClip(), _preprocess)
-    record = read_sa1b(tiny_world.sa1b)[0]
+def test_clip_teacher_embeds_square_crops_of_every_region(tiny_world, tmp_path, tiny_clip):
+    from tapkit.data.crops import square_crop
     from tapkit.data.records import load_rgb
 
-    regions, embeds = teacher.embed(load_rgb(record.path), record)
-    assert len(regions) == len(record.regions) and embeds.shape == (len(regions), 16)
+    teacher = ClipTeacher(tiny_clip)
+    record = read_sa1b(tiny_world.sa1b)[0]
+    rgb = load_rgb(record.path)
+    regions, embeds = teacher.embed(rgb, record)
+    assert len(regions) == len(record.regions) and embeds.shape == (len(regions), 24)
     assert torch.allclose(embeds.norm(dim=-1), torch.ones(len(regions)), atol=1e-5)
-    weights = torch.randn(16, 48)
+    alone = tiny_clip.encode_image([np.ascontiguousarray(square_crop(rgb, regions[0].bbox))])
+    assert torch.allclose(embeds[0], alone[0], atol=1e-5)
+    weights = torch.randn(24, 48)
     summary = build_semantic([record], teacher, weights, tmp_path, progress=False)
     assert summary.regions == len(regions) and SemanticTargets.load(tmp_path).get(record.image_id, regions[0].id) is not None
 
 
-def test_open_clip_text_encoder_path(monkeypatch):
-    fake = SimpleNamespace(get_tokenizer=lambda name: (lambda texts: torch.tensor([[len(t) % 100, 3] for t in texts])))
-    monkeypatch.setattr("tapkit.data.text_encoders.import_open_clip", lambda: fake)
-    torch.manual_seed(0)
-    encoder = OpenClipText("tiny", model=TinyClip())
-    assert encoder.dim == 16 and encoder.logit_scale == pytest.approx(50.0, rel=1e-4)
+def test_clip_text_encoder_path(tiny_clip):
+    encoder = ClipText(tiny_clip)
+    assert encoder.dim == 24 and encoder.logit_scale == pytest.approx(tiny_clip.logit_scale)
     w = concept_weights(["cat", "a dog"], encoder, ("{}",))
-    assert w.shape == (16, 2) and np.allclose(np.linalg.norm(w, axis=0), 50.0, rtol=1e-4)
+    assert w.shape == (24, 2) and np.allclose(np.linalg.norm(w, axis=0), tiny_clip.logit_scale, rtol=1e-4)
+    one = tiny_clip.encode_text(["cat"])[0] * tiny_clip.logit_scale
+    assert np.allclose(w[:, 0], one.numpy(), atol=1e-4)
 
 
 def test_data_cli_round_trip(tmp_path):
@@ -122,3 +109,44 @@ def test_data_cli_round_trip(tmp_path):
     assert main(["data", "semantic", "--sa1b", str(tmp_path / "nope"), "--concepts", str(tmp_path / "c.pkl"),
                  "--out", str(tmp_path / "x"), "--teacher", "stand-in"]) == 2
     assert main(["data", "synth", "--out", str(tmp_path / "z"), "--images", "0"]) == 2
+
+
+def test_clip_cli_concepts_semantic_and_zero_shot(tmp_path, capsys):
+    from tapkit.testing import make_tiny_clip
+
+    clip_dir = make_tiny_clip(tmp_path / "clip").folder
+    assert main(["data", "synth", "--out", str(tmp_path / "w"), "--images", "3", "--seed", "2", "--size", "64"]) == 0
+    names = tmp_path / "w" / "concepts.txt"
+    (tmp_path / "templates.txt").write_text("a {}.\n# a comment\nthe {} here\n")
+    assert main(["concepts", "build", "--clip", str(clip_dir), "--names", str(names), "--templates",
+                 str(tmp_path / "templates.txt"), "--out", str(tmp_path / "c.pkl")]) == 0
+    weights, written = pickle.loads((tmp_path / "c.pkl").read_bytes())
+    assert weights.dtype == np.float32 and weights.shape == (24, 48) and written == concept_names()
+    import tapkit
+
+    clip = tapkit.load_clip(clip_dir)
+    expected = concept_weights(concept_names(), ClipText(clip), ("a {}.", "the {} here"))
+    assert np.allclose(weights, expected, atol=1e-5)
+    assert ConceptVocabulary.load(tmp_path / "c.pkl").embed_dim == 24
+
+    assert main(["data", "semantic", "--sa1b", str(tmp_path / "w" / "sa1b"), "--concepts", str(tmp_path / "c.pkl"),
+                 "--out", str(tmp_path / "sem"), "--teacher", "clip", "--clip", str(clip_dir)]) == 0
+    assert len(SemanticTargets.load(tmp_path / "sem")) == sum(len(r.regions) for r in read_sa1b(tmp_path / "w" / "sa1b"))
+    assert main(["data", "evaluate-clip", "--clip", str(clip_dir), "--sa1b", str(tmp_path / "w" / "sa1b"),
+                 "--output", str(tmp_path / "zs.json")]) == 0
+    import json
+
+    report = json.loads((tmp_path / "zs.json").read_text())
+    assert report["names"] == 48 and report["crops"] > 0 and 0 <= report["top1"] <= report["colour_right"] + 1e-9
+    capsys.readouterr()
+    # A template without {}, a CLIP that is not one, a 64-d concept file for a 24-d teacher: one line each.
+    (tmp_path / "bad.txt").write_text("a photo\n")
+    assert main(["concepts", "build", "--clip", str(clip_dir), "--names", str(names), "--templates",
+                 str(tmp_path / "bad.txt"), "--out", str(tmp_path / "d.pkl")]) == 2
+    assert main(["concepts", "build", "--clip", str(names), "--names", str(names), "--out", str(tmp_path / "e.pkl")]) == 2
+    assert main(["concepts", "build", "--names", str(names), "--stand-in-dim", "64", "--out", str(tmp_path / "h.pkl")]) == 0
+    assert main(["data", "semantic", "--sa1b", str(tmp_path / "w" / "sa1b"), "--concepts", str(tmp_path / "h.pkl"),
+                 "--out", str(tmp_path / "sem2"), "--teacher", "clip", "--clip", str(clip_dir)]) == 2
+    assert not (tmp_path / "d.pkl").exists() and not (tmp_path / "e.pkl").exists() and not (tmp_path / "sem2").exists()
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 3 and all(": error: " in line for line in err.strip().splitlines()), err

@@ -6,7 +6,7 @@ import argparse
 
 from tapkit.defaults import default_model_files
 from tapkit.errors import UserError
-from tapkit.loading import DTYPES, load_model
+from tapkit.loading import DTYPES, load_clip, load_model
 from tapkit.models.families import ALL_PRESETS
 
 
@@ -34,6 +34,22 @@ def model_from_args(args: argparse.Namespace):
         tokenizer = tokenizer or files.tokenizer
         concepts = concepts or files.concepts
     return load_model(checkpoint, tokenizer=tokenizer, concepts=concepts, device=args.device, dtype=args.dtype, preset=args.preset)
+
+
+def add_clip_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("CLIP")
+    group.add_argument("--clip", metavar="PATH_OR_DEFAULT",
+                       help="a CLIP: open_clip hub folder, transformers CLIPModel folder, or OpenAI-format state dict "
+                            "(.pt/.bin/.safetensors, with --clip-tokenizer); 'default': the packaged CLIP")
+    group.add_argument("--clip-tokenizer", metavar="FOLDER", help="folder with vocab.json + merges.txt (for a bare state dict)")
+    group.add_argument("--clip-activation", choices=("quick_gelu", "gelu"),
+                       help="for a bare state dict, which records none (default: quick_gelu, as OpenAI's weights)")
+
+
+def clip_from_args(args: argparse.Namespace):
+    path = None if args.clip == "default" else args.clip
+    quick_gelu = None if args.clip_activation is None else args.clip_activation == "quick_gelu"
+    return load_clip(path, tokenizer=args.clip_tokenizer, device=args.device, quick_gelu=quick_gelu)
 
 
 def parse_numbers(text: str, count: tuple[int, ...], what: str) -> list[float]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from tapkit.cli.common import add_clip_options, clip_from_args
 from tapkit.errors import UserError
 
 EPILOG = """\
 examples:
-  tapkit concepts build --names names.txt --clip-model ViT-B-32 --clip-pretrained laion2b_s34b_b79k --out my_concepts.pkl
-  tapkit concepts build --names world/concepts.txt --stand-in-dim 256 --out concepts.pkl   (synthetic world)
+  tapkit concepts build --clip default --names world/concepts.txt --out concepts.pkl   (the packaged CLIP)
+  tapkit concepts build --clip open_clip_vit_b16/ --names names.txt --templates templates.txt --out my_concepts.pkl
+  tapkit concepts build --clip ViT-B-16.state.pt --tokenizer openai_bpe/ --names names.txt --out my_concepts.pkl
+  tapkit concepts build --names world/concepts.txt --stand-in-dim 256 --out concepts.pkl   (hashed-word stand-in)
 """
 
 
@@ -20,24 +23,25 @@ def add_parser(subparsers) -> None:
     b = sub.add_parser("build", help="names (one per line) -> [weights (D, N), names] pickle")
     b.add_argument("--names", required=True, help="text file, one concept name per line")
     b.add_argument("--out", required=True, help="output .pkl")
-    b.add_argument("--clip-model", help="open_clip model name, e.g. ViT-B-32")
-    b.add_argument("--clip-pretrained", help="open_clip pretrained tag or local weights file")
+    add_clip_options(b)
     b.add_argument("--stand-in-dim", type=int, help="use the deterministic hashed-word text encoder of this size instead of CLIP")
-    b.add_argument("--template", action="append", help="prompt template with {} (repeatable; default: 3 photo templates)")
+    b.add_argument("--templates", help="text file of prompt templates with {} where the name goes, one per line "
+                                       "(default: 'a photo of a {}.', 'a {}.', 'a picture of a {}.')")
+    b.add_argument("--template", action="append", help="one prompt template with {} (repeatable; added to --templates)")
     b.add_argument("--device", default="cpu")
     b.set_defaults(func=run_build)
 
 
 def run_build(args) -> int:
-    from tapkit.data.text_encoders import DEFAULT_TEMPLATES, HashText, OpenClipText, concept_weights, read_names, write_concept_file
+    from tapkit.data.text_encoders import DEFAULT_TEMPLATES, ClipText, HashText, concept_weights, read_names, write_concept_file
 
-    if bool(args.clip_model) == bool(args.stand_in_dim):
-        raise UserError("give exactly one of --clip-model or --stand-in-dim")
-    templates = tuple(args.template or DEFAULT_TEMPLATES)
+    if bool(args.clip) == bool(args.stand_in_dim):
+        raise UserError("give exactly one of --clip (a CLIP, or 'default') or --stand-in-dim")
+    templates = tuple((read_names(args.templates) if args.templates else []) + (args.template or [])) or DEFAULT_TEMPLATES
     if any("{}" not in t for t in templates):
-        raise UserError("every --template needs a {} where the name goes")
+        raise UserError("every template needs a {} where the name goes")
     names = read_names(args.names)
-    encoder = HashText(args.stand_in_dim) if args.stand_in_dim else OpenClipText(args.clip_model, args.clip_pretrained, args.device)
+    encoder = HashText(args.stand_in_dim) if args.stand_in_dim else ClipText(clip_from_args(args))
     weights = concept_weights(names, encoder, templates)
     path = write_concept_file(args.out, weights, names)
     print(f"wrote {len(names)} concepts ({weights.shape[0]}-d) to {path}")

@@ -14,8 +14,9 @@ examples:
   tapkit data synth --out world --images 4000 --seed 0
   tapkit concepts build --names world/concepts.txt --stand-in-dim 256 --out concepts.pkl
   tapkit data semantic --sa1b world/sa1b --concepts concepts.pkl --out semantic --teacher stand-in
+  tapkit data semantic --sa1b world/sa1b --concepts concepts.pkl --out semantic --teacher clip --clip default
   torchrun --nproc_per_node 8 -m tapkit.cli.main data semantic --sa1b /data/sa1b --concepts merged_2560.pkl \\
-      --out /data/semantic --teacher open_clip --clip-model EVA02-E-14-plus --clip-pretrained laion2b_s9b_b144k
+      --out /data/semantic --teacher clip --clip open_clip_vit_b16/ --device cuda
   tapkit data tokenizer --vg world/vg_regions.json --out tokenizer.model --vocab-size 128
   tapkit data clip-tokenizer --vg world/vg_regions.json --names world/concepts.txt --out clip_tokenizer
   tapkit data evaluate --sa1b heldout/sa1b --output report.json        (the packaged default model)
@@ -40,15 +41,17 @@ def add_parser(subparsers) -> None:
     m.add_argument("--sa1b", required=True, help="SA-1B directory (JSON next to JPEG)")
     m.add_argument("--concepts", required=True, help="concept file (tapkit concepts build)")
     m.add_argument("--out", required=True, help="shard directory")
-    m.add_argument("--teacher", choices=("open_clip", "stand-in"), default="open_clip",
-                   help="open_clip image tower on masked crops, or the synthetic world's stand-in (needs 'concept' annotations)")
-    m.add_argument("--clip-model", help="open_clip model name, e.g. ViT-B-32")
-    m.add_argument("--clip-pretrained", help="open_clip pretrained tag or local weights file")
+    m.add_argument("--teacher", choices=("clip", "stand-in"), default="clip",
+                   help="a CLIP's image tower on a square crop around each mask (--clip), or the synthetic world's "
+                        "stand-in (needs 'concept' annotations)")
     m.add_argument("--stand-in-dim", type=int, default=None, help="stand-in embedding size (default: the concept file's)")
     m.add_argument("--temperature", type=float, default=10.0, help="target = softmax(temperature * cosine) (default: 10)")
     m.add_argument("--top-k", type=int, default=16, help="target entries kept per mask (default: 16)")
     m.add_argument("--shard-size", type=int, default=5000, help="masks per shard")
     m.add_argument("--device", default="cpu")
+    from tapkit.cli.common import add_clip_options
+
+    add_clip_options(m)
     m.set_defaults(func=run_semantic)
 
     t = sub.add_parser("tokenizer", help="train a SentencePiece BPE tokenizer on the captions of a VG-style JSON")
@@ -64,6 +67,18 @@ def add_parser(subparsers) -> None:
     c.add_argument("--out", required=True, help="output folder (vocab.json, merges.txt)")
     c.add_argument("--merges", type=int, default=256, help="most merges learned (default: 256)")
     c.set_defaults(func=run_clip_tokenizer)
+
+    z = sub.add_parser("evaluate-clip", help="zero-shot top-1 of a CLIP on the named regions of an SA-1B directory "
+                                             "(square crops against every name)")
+    z.add_argument("--sa1b", required=True, help="SA-1B directory with 'concept' annotations")
+    z.add_argument("--names", help="the candidate names, one per line (default: the 48 colour-shape names)")
+    z.add_argument("--templates", help="prompt templates with {}, one per line (default: the 3 photo templates)")
+    z.add_argument("--output", "-o", help="write the report JSON here (default: print)")
+    z.add_argument("--device", default="cpu")
+    from tapkit.cli.common import add_clip_options
+
+    add_clip_options(z)
+    z.set_defaults(func=run_evaluate_clip, clip="default")
 
     e = sub.add_parser("evaluate", help="mask mIoU (point, box), concept top-1, caption CIDEr-D on a synthetic world")
     e.add_argument("--sa1b", required=True, help="held-out SA-1B directory with concept/caption annotations")
@@ -89,8 +104,9 @@ def run_semantic(args) -> int:
     import torch
 
     from tapkit.data.sa1b import read_sa1b
-    from tapkit.data.semantic import OpenClipTeacher, StandInTeacher, build_semantic
-    from tapkit.data.text_encoders import HashText, import_open_clip
+    from tapkit.cli.common import clip_from_args
+    from tapkit.data.semantic import ClipTeacher, StandInTeacher, build_semantic
+    from tapkit.data.text_encoders import HashText
     from tapkit.models.tap.concepts import ConceptVocabulary
 
     vocab = ConceptVocabulary.load(args.concepts)
@@ -98,12 +114,9 @@ def run_semantic(args) -> int:
     if args.teacher == "stand-in":
         teacher = StandInTeacher(HashText(args.stand_in_dim or vocab.embed_dim))
     else:
-        if not args.clip_model:
-            raise UserError("--teacher open_clip needs --clip-model (and usually --clip-pretrained)")
-        open_clip = import_open_clip()
-        model, _, preprocess = open_clip.create_model_and_transforms(args.clip_model, pretrained=args.clip_pretrained,
-                                                                     device=args.device)
-        teacher = OpenClipTeacher(model, preprocess, args.device)
+        if not args.clip:
+            raise UserError("--teacher clip needs --clip (a CLIP checkpoint, or 'default' for the packaged one)")
+        teacher = ClipTeacher(clip_from_args(args))
     if teacher.dim != vocab.embed_dim:
         raise UserError(f"teacher embeddings are {teacher.dim}-d but the concept file's are {vocab.embed_dim}-d")
     summary = build_semantic(read_sa1b(args.sa1b), teacher, vocab.weights, args.out, rank, world,
@@ -141,16 +154,36 @@ def run_clip_tokenizer(args) -> int:
     return 0
 
 
+def run_evaluate_clip(args) -> int:
+    from tapkit.cli.common import clip_from_args
+    from tapkit.data.sa1b import read_sa1b
+    from tapkit.data.synth import concept_names
+    from tapkit.data.text_encoders import DEFAULT_TEMPLATES, read_names
+    from tapkit.evaluation.clip_zero_shot import zero_shot_crops
+
+    names = read_names(args.names) if args.names else concept_names()
+    templates = tuple(read_names(args.templates)) if args.templates else DEFAULT_TEMPLATES
+    if any("{}" not in t for t in templates):
+        raise UserError("every template needs a {} where the name goes")
+    report = zero_shot_crops(clip_from_args(args), read_sa1b(args.sa1b), names, templates)
+    _print_or_write(report.to_dict(), args.output)
+    return 0
+
+
+def _print_or_write(report: dict, output: str | None) -> None:
+    from tapkit.utils.atomic import write_text_atomic
+
+    text = json.dumps(report, indent=2)
+    if output:
+        write_text_atomic(output, text + "\n")
+        print(f"wrote {output}")
+    else:
+        print(text)
+
+
 def run_evaluate(args) -> int:
     from tapkit.cli.common import model_from_args
     from tapkit.training.synth_eval import evaluate_world
-    from tapkit.utils.atomic import write_text_atomic
 
-    report = evaluate_world(model_from_args(args), args.sa1b, args.max_images)
-    text = json.dumps(report.to_dict(), indent=2)
-    if args.output:
-        write_text_atomic(args.output, text + "\n")
-        print(f"wrote {args.output}")
-    else:
-        print(text)
+    _print_or_write(evaluate_world(model_from_args(args), args.sa1b, args.max_images).to_dict(), args.output)
     return 0

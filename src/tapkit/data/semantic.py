@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from tapkit.data.crops import EVAL_MARGIN, square_crop
 from tapkit.data.records import ImageRecord, Region, SkipCounter, load_rgb
 from tapkit.data.text_encoders import HashText
 from tapkit.errors import UserError
@@ -57,42 +58,23 @@ def hash_int(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "little")
 
 
-class OpenClipTeacher:
-    """CLIP image embedding of each masked crop: pixels outside the mask are set to
-    the crop's mean colour, the crop is the mask's box, resized by the model's preprocess."""
+class ClipTeacher:
+    """CLIP image embedding of each region: a square crop around its box
+    (`tapkit.data.crops.square_crop`, the view tapkit's CLIP is trained and measured on),
+    through the CLIP's own preprocessing."""
 
     needs_pixels = True
 
-    def __init__(self, model, preprocess, device: str = "cpu", batch: int = 64):
-        self.model, self.preprocess, self.device, self.batch = model.eval(), preprocess, device, batch
-        size = getattr(model.visual, "image_size", 224)
-        size = size[0] if isinstance(size, (tuple, list)) else size
-        with torch.inference_mode():
-            self.dim = int(model.encode_image(torch.zeros(1, 3, size, size, device=device)).shape[1])
+    def __init__(self, clip, margin: float = EVAL_MARGIN):
+        self.clip, self.margin = clip, margin
+        self.dim = clip.embed_dim
 
-    @torch.inference_mode()
     def embed(self, rgb, record):
-        from PIL import Image
-
-        h, w = rgb.shape[:2]
-        crops, regions = [], []
-        for region in record.regions:
-            if region.segmentation is None:
-                continue
-            mask = region.mask(h, w)
-            ys, xs = np.nonzero(mask)
-            if len(ys) == 0:
-                continue
-            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-            crop = rgb[y0:y1, x0:x1].copy()
-            crop[~mask[y0:y1, x0:x1]] = crop[mask[y0:y1, x0:x1]].mean(0).astype(np.uint8)
-            crops.append(self.preprocess(Image.fromarray(crop)))
-            regions.append(region)
-        if not crops:
+        regions = [r for r in record.regions if r.bbox[2] >= 1 and r.bbox[3] >= 1]
+        if not regions:
             return [], torch.zeros(0, self.dim)
-        out = [self.model.encode_image(torch.stack(crops[i : i + self.batch]).to(self.device)).float().cpu()
-               for i in range(0, len(crops), self.batch)]
-        return regions, F.normalize(torch.cat(out), dim=-1)
+        crops = [np.ascontiguousarray(square_crop(rgb, r.bbox, self.margin)) for r in regions]
+        return regions, self.clip.encode_image(crops).cpu()
 
 
 def concept_targets(embeds: torch.Tensor, weights: torch.Tensor, temperature: float, k: int) -> tuple[np.ndarray, np.ndarray]:

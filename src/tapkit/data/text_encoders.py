@@ -1,6 +1,6 @@
 """Text encoders that turn concept names into embeddings, and the concept-file builder.
 
-`OpenClipText` wraps any open_clip model (the paper's path). `HashText` is the
+`ClipText` wraps a CLIP's text tower (the paper's path). `HashText` is the
 synthetic world's deterministic stand-in: a name's embedding is the normalized sum
 of one fixed random vector per word, so 'red circle' and 'red star' share 'red'."""
 
@@ -51,34 +51,17 @@ class HashText:
         return torch.tensor(np.stack(out), dtype=torch.float32)
 
 
-class OpenClipText:
-    """The text tower of an open_clip model; `pretrained` is a tag or a local weights file."""
+class ClipText:
+    """The text tower of a CLIP (`tapkit.load_clip`: the packaged one, or OpenAI /
+    open_clip / transformers weights)."""
 
-    def __init__(self, model_name: str, pretrained: str | None = None, device: str = "cpu", model=None):
-        open_clip = import_open_clip()
-        if model is None:
-            try:
-                model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
-            except (RuntimeError, ValueError, FileNotFoundError) as err:
-                raise UserError(f"cannot build open_clip model {model_name} ({pretrained}): {err}") from None
-        self.model = model.eval()
-        self.tokenizer = open_clip.get_tokenizer(model_name)
-        self.device = device
-        self.logit_scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
-        self.dim = int(self.encode(["x"]).shape[1])
+    def __init__(self, clip):
+        self.clip = clip
+        self.dim = clip.embed_dim
+        self.logit_scale = clip.logit_scale
 
-    @torch.inference_mode()
     def encode(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(texts).to(self.device)
-        return self.model.encode_text(tokens).float().cpu()
-
-
-def import_open_clip():
-    try:
-        import open_clip
-    except ImportError:
-        raise UserError("open_clip is not installed: pip install 'tapkit[train]' (open_clip_torch)") from None
-    return open_clip
+        return self.clip.encode_text(texts).cpu()
 
 
 def concept_weights(names: list[str], encoder: TextEncoder, templates: tuple[str, ...] = DEFAULT_TEMPLATES) -> np.ndarray:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tapkit.data.crops import square_crop
 from tapkit.data.records import ImageRecord, Region, SkipCounter, load_rgb
 from tapkit.data.text_encoders import DEFAULT_TEMPLATES
 from tapkit.errors import UserError
@@ -41,19 +42,6 @@ class ClipBatch:
     images: torch.Tensor
     tokens: torch.Tensor
     positives: torch.Tensor
-
-
-def square_crop(rgb: np.ndarray, bbox, rng: np.random.Generator, margin: tuple[float, float]) -> np.ndarray:
-    """A square around bbox (x, y, w, h), its side `margin` times the box's longer side,
-    its centre jittered by up to 10% of the side, shifted to lie inside the image."""
-    h, w = rgb.shape[:2]
-    x, y, bw, bh = bbox
-    side = min(max(bw, bh) * rng.uniform(*margin), h, w)
-    cx, cy = x + bw / 2 + rng.uniform(-0.1, 0.1) * side, y + bh / 2 + rng.uniform(-0.1, 0.1) * side
-    left = int(round(min(max(cx - side / 2, 0), w - side)))
-    top = int(round(min(max(cy - side / 2, 0), h - side)))
-    side = max(int(round(side)), 1)
-    return rgb[top : top + side, left : left + side]
 
 
 def caption_head(region: Region) -> str:
@@ -121,7 +109,7 @@ class ClipBatches(torch.utils.data.Dataset):
             text = scene_text(regions, rng)
             return rgb, text, text
         region = regions[int(rng.integers(len(regions)))]
-        crop = square_crop(rgb, region.bbox, rng, self.clip.crop_margin)
+        crop = square_crop(rgb, region.bbox, rng.uniform(*self.clip.crop_margin), tuple(rng.uniform(-0.1, 0.1, 2)))
         if rng.random() < self.clip.hflip_prob:
             crop = crop[:, ::-1]
         return crop, crop_text(region, rng), region.concept
