@@ -5,8 +5,17 @@ set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 tapkit data synth --out scratch/world_train --images 4000 --seed 0
 tapkit data synth --out scratch/world_eval --images 200 --seed 1
-tapkit concepts build --names scratch/world_train/concepts.txt --stand-in-dim 256 --out scratch/concepts.pkl
-tapkit data semantic --sa1b scratch/world_train/sa1b --concepts scratch/concepts.pkl --out scratch/semantic --teacher stand-in
+# The packaged CLIP (src/tapkit/assets/clip; docs/clip.md), then its concept file and SemanticSA-1B teacher.
+tapkit data clip-tokenizer --vg scratch/world_train/vg_regions.json --names scratch/world_train/concepts.txt \
+    --out scratch/clip_tokenizer --merges 512
+tapkit train configs/clip_synthetic.yaml
+python scripts/package_clip.py runs/clip_synthetic/model.safetensors --tokenizer scratch/clip_tokenizer
+python scripts/plain_drawings.py --out scratch/plain_clip --images 60 --seed 0
+tapkit data evaluate-clip --clip default --sa1b scratch/world_eval/sa1b --output docs/clip_zero_shot_eval.json
+tapkit data evaluate-clip --clip default --sa1b scratch/plain_clip --output docs/clip_zero_shot_plain.json
+tapkit concepts build --clip default --names scratch/world_train/concepts.txt --out scratch/concepts.pkl
+tapkit data semantic --sa1b scratch/world_train/sa1b --concepts scratch/concepts.pkl --out scratch/semantic \
+    --teacher clip --clip default
 tapkit data tokenizer --vg scratch/world_train/vg_regions.json --out scratch/tokenizer.model --vocab-size 128
 tapkit train configs/default_segment.yaml
 tapkit train configs/default_concepts.yaml

@@ -145,3 +145,16 @@ def test_clip_is_a_family_recognised_by_its_tensors(tmp_path):
     assert isinstance(tapkit.load_model(tmp_path / "bare.pt", device="cpu"), ClipModel)
     with pytest.raises(tapkit.UserError):
         tapkit.load_model(tiny.folder, concepts=tmp_path / "x.pkl")
+
+
+def test_other_image_sizes_get_a_resized_positional_grid(tmp_path):
+    from tapkit.testing import make_tiny_clip
+
+    visual = tapkit.load_clip(make_tiny_clip(tmp_path / "tiny").folder).model.visual
+    assert torch.equal(visual.positional_embedding_for(4, 4), visual.positional_embedding)
+    pos = visual.positional_embedding_for(8, 6)
+    assert pos.shape == (1 + 48, 32) and torch.equal(pos[0], visual.positional_embedding[0])
+    grid = visual.positional_embedding[1:].reshape(4, 4, 32)
+    assert torch.allclose(pos[1:].reshape(8, 6, 32).mean((0, 1)), grid.mean((0, 1)), atol=0.05)
+    assert visual.embed(torch.randn(2, 3, 64, 48)).shape == (2, 49, 32)
+    assert visual(torch.randn(2, 3, 64, 48)).shape == (2, 24)
