@@ -150,3 +150,15 @@ def test_clip_cli_concepts_semantic_and_zero_shot(tmp_path, capsys):
     assert not (tmp_path / "d.pkl").exists() and not (tmp_path / "e.pkl").exists() and not (tmp_path / "sem2").exists()
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 3 and all(": error: " in line for line in err.strip().splitlines()), err
+
+
+def test_a_clip_given_to_a_prompting_command_is_one_line(tmp_path, capsys, rgb_image):
+    from PIL import Image
+
+    from tapkit.testing import make_tiny_clip
+
+    Image.fromarray(rgb_image).save(tmp_path / "im.png")
+    clip_dir = make_tiny_clip(tmp_path / "clip").folder
+    assert main(["predict", str(tmp_path / "im.png"), "--checkpoint", str(clip_dir), "--point", "10,10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a CLIP" in err and len(err.splitlines()) == 1

@@ -33,7 +33,11 @@ def model_from_args(args: argparse.Namespace):
         checkpoint = files.checkpoint
         tokenizer = tokenizer or files.tokenizer
         concepts = concepts or files.concepts
-    return load_model(checkpoint, tokenizer=tokenizer, concepts=concepts, device=args.device, dtype=args.dtype, preset=args.preset)
+    model = load_model(checkpoint, tokenizer=tokenizer, concepts=concepts, device=args.device, dtype=args.dtype, preset=args.preset)
+    if model.family == "clip":
+        raise UserError(f"{checkpoint} is a CLIP: it embeds text and images (tapkit.load_clip, `tapkit concepts build "
+                        "--clip`) but takes no prompts; give a TAP, SAM or SCA checkpoint")
+    return model
 
 
 def add_clip_options(parser: argparse.ArgumentParser) -> None:

@@ -152,7 +152,13 @@ class ClipObjective(nn.Module):
 
 
 def build_model(cfg: TrainConfig) -> ClipModel:
+    """A new CLIP of `clip`'s architecture, or `model.init_from` (a CLIP checkpoint in any
+    layout tapkit reads) to continue training it."""
     c = cfg.clip
+    if cfg.model.init_from:
+        from tapkit.models.clip.build import clip_from_checkpoint, read_clip_checkpoint
+
+        return clip_from_checkpoint(read_clip_checkpoint(cfg.model.init_from)).train()
     tokenizer = ClipTokenizer.from_dir(_tokenizer_dir(cfg), c.text.context_length)
     text = dataclasses.replace(c.text, vocab_size=tokenizer.vocab_size)
     return ClipModel(ClipConfig(c.embed_dim, c.vision, text, c.quick_gelu)).train()
