@@ -24,6 +24,7 @@ class ZeroShotReport:
     shape_right: float  # the rest of the predicted name is right
     names: int
     per_name_top1: dict[str, float] = field(default_factory=dict)
+    per_name_crops: dict[str, int] = field(default_factory=dict)
     skipped_images: int = 0
 
     def to_dict(self) -> dict:
@@ -54,10 +55,11 @@ def zero_shot_crops(clip, records: list[ImageRecord], names: list[str], template
     right = [t == p for t, p in zip(truth_names, pred_names)]
     colour = [t.split(" ", 1)[0] == p.split(" ", 1)[0] for t, p in zip(truth_names, pred_names)]
     shape = [t.split(" ", 1)[-1] == p.split(" ", 1)[-1] for t, p in zip(truth_names, pred_names)]
-    per_name = {}
+    per_name, counts = {}, {}
     for name in names:
         hits = [r for t, r in zip(truth_names, right) if t == name]
         if hits:
-            per_name[name] = float(np.mean(hits))
+            per_name[name], counts[name] = float(np.mean(hits)), len(hits)
     mean = (lambda xs: float(np.mean(xs)) if xs else 0.0)
-    return ZeroShotReport(images, len(right), mean(right), mean(colour), mean(shape), len(names), per_name, skips.total)
+    return ZeroShotReport(images, len(right), mean(right), mean(colour), mean(shape), len(names), per_name, counts,
+                          skips.total)
