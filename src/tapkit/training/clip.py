@@ -118,8 +118,9 @@ class ClipBatches(torch.utils.data.Dataset):
         samples = [self.sample(step, slot) for slot in range(self.batch)]
         size, pre = self.model_cfg.vision.image_size, self.model_cfg.preprocess
         images = torch.stack([preprocess(np.ascontiguousarray(s[0]), size, pre) for s in samples])
-        meanings = [s[2] for s in samples]
-        positives = torch.tensor([[a == b for b in meanings] for a in meanings])
+        # Positives: the same meaning, or the same words (a one-shape scene's "a red circle").
+        keys = [(s[2], s[1]) for s in samples]
+        positives = torch.tensor([[a[0] == b[0] or a[1] == b[1] for b in keys] for a in keys])
         return ClipBatch(images, self.tokenizer([s[1] for s in samples]), positives)
 
 
@@ -176,6 +177,8 @@ def make_batches(cfg: TrainConfig, model: ClipModel, rank: int, world_size: int)
     if not cfg.data.sa1b:
         raise UserError("stage clip needs data.sa1b (an SA-1B directory with concept and caption annotations)")
     tokenizer = ClipTokenizer.from_dir(_tokenizer_dir(cfg), model.context_length)
+    if tokenizer.vocab_size > model.cfg.text.vocab_size:
+        raise UserError(f"clip.tokenizer has {tokenizer.vocab_size} ids but the CLIP's text tower {model.cfg.text.vocab_size}")
     return ClipBatches(read_sa1b(cfg.data.sa1b), model.cfg, tokenizer, cfg, rank, world_size)
 
 
