@@ -1,4 +1,4 @@
-"""`tapkit train CONFIG.yaml`: one training stage (segment or caption) from a YAML config."""
+"""`tapkit train CONFIG.yaml`: one training stage (segment, caption, sca or clip) from a YAML config."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ EPILOG = """\
 examples:
   tapkit train configs/default_segment.yaml
   tapkit train configs/default_caption.yaml --set steps=200 --set optim.lr=3e-4
+  tapkit train configs/clip_synthetic.yaml                     (a CLIP, contrastive)
   torchrun --nproc_per_node 8 -m tapkit.cli.main train configs/sa1b_vit_b.yaml --set distributed=fsdp
 
 Re-running the same command resumes from OUT_DIR/checkpoint.pt.
@@ -15,7 +16,7 @@ Re-running the same command resumes from OUT_DIR/checkpoint.pt.
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train TAP (promptable segmentation + concepts, or captions)",
+    p = subparsers.add_parser("train", help="train TAP (promptable segmentation + concepts, or captions), SCA or a CLIP",
                               description="Train one stage of TAP from a YAML config; resumes from the output directory.",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML config (see configs/)")
