@@ -14,7 +14,7 @@ from tapkit.evaluation.detection_metrics import coco_from_dataset, detection_ap
 from tapkit.evaluation.distributed import DistContext
 from tapkit.evaluation.segment import evaluate_points, gt_mask, mask_iou, sample_clicks, segmentation_results
 from tapkit.evaluation.setup import EvalSetup
-from tapkit.models.tap.prompt_encoder import FOREGROUND, PADDING
+from tapkit.inputs.labels import FOREGROUND, PADDING
 from tapkit.predictor.predictor import DecodedPrompts
 from tapkit.utils.rle import encode_rle
 
@@ -100,7 +100,7 @@ class OraclePredictor:
 
 
 def test_click_miou_of_an_oracle_is_100(coco_data, tmp_path):
-    from tapkit.predictor.image import read_image
+    from tapkit.inputs.image import read_image
 
     gt_path, images = coco_data
     gt = load_ground_truth(gt_path)

@@ -10,10 +10,11 @@ from torch.nn import functional as F
 from tapkit.models.sam.config import PRESETS, SamEncoderConfig, infer_sam_config
 from tapkit.models.sam.image_encoder import Block, add_decomposed_rel_pos, get_rel_pos, window_partition, window_unpartition
 from tapkit.models.sam.model import SamModel
-from tapkit.models.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PADDING, PromptEncoder
+from tapkit.inputs.labels import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PADDING
+from tapkit.models.sam.prompt_encoder import PromptEncoder
 from tapkit.models.sam.protocol import SamProtocol, preprocess_shape, resize_longest_side, select_sam_masks
-from tapkit.predictor.image import ResizeInfo
-from tapkit.predictor.prompts import Prompt
+from tapkit.inputs.image import ResizeInfo
+from tapkit.inputs.prompts import Prompt
 from tapkit.testing import randomize, tiny_sam_config
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from serve_helpers import encode, png_header_only, shapes_image, upload
 from tapkit.predictor.predictor import Predictor
-from tapkit.predictor.prompts import Prompt
+from tapkit.inputs.prompts import Prompt
 from tapkit.serve import ServeSettings, create_app
 from tapkit.utils.rle import decode_rle
 

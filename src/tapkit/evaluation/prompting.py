@@ -11,7 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
-from tapkit.models.tap.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, PADDING
+from tapkit.inputs.labels import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, PADDING
 from tapkit.predictor.predictor import DecodedPrompts, Predictor
 
 

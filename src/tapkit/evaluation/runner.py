@@ -16,7 +16,7 @@ from tqdm import tqdm
 from tapkit.evaluation.data import ImageItem
 from tapkit.evaluation.distributed import DistContext
 from tapkit.evaluation.store import PredictionStore
-from tapkit.predictor.image import read_image
+from tapkit.inputs.image import read_image
 
 # Image -> JSON-ready record of that image's predictions (without "image_id").
 InferFn = Callable[[ImageItem, np.ndarray], dict]

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from tapkit.errors import UserError
 from tapkit.everything.generator import EverythingGenerator, EverythingResult
-from tapkit.predictor.image import read_image
+from tapkit.inputs.image import read_image
 from tapkit.utils.atomic import write_text_atomic, write_with
 from tapkit.utils.overlay import draw_overlay
 

@@ -29,9 +29,10 @@ from tapkit.errors import UserError
 from tapkit.everything.filters import mask_boxes, near_crop_edge, nms, remove_small_regions, stability_score
 from tapkit.everything.grid import CropBox, crop_boxes, crop_points, layer_points_per_side
 from tapkit.models.tap.model import TapModel
-from tapkit.models.tap.prompt_encoder import FOREGROUND, PADDING
-from tapkit.predictor.image import ResizeInfo, as_rgb_array
-from tapkit.predictor.predictor import ImageEmbedding, Predictor, select_masks
+from tapkit.inputs.labels import FOREGROUND, PADDING
+from tapkit.inputs.image import ResizeInfo, as_rgb_array
+from tapkit.models.tap.protocol import select_masks
+from tapkit.predictor.predictor import ImageEmbedding, Predictor
 from tapkit.predictor.results import mask_bbox
 from tapkit.utils.rle import encode_rle
 

@@ -15,14 +15,13 @@ Model interface (what `tapkit.load_model` returns):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from tapkit.predictor.image import ResizeInfo
-    from tapkit.predictor.prompts import Prompt
+from tapkit.inputs.image import ResizeInfo
+from tapkit.inputs.prompts import Prompt
 
 
 class InferenceProtocol(Protocol):
@@ -30,18 +29,18 @@ class InferenceProtocol(Protocol):
     # bit for bit (matrix products round differently at other shapes); None: any batch.
     exact_batch: int | None
 
-    def preprocess(self, rgb: np.ndarray, image_size: int) -> tuple[torch.Tensor, "ResizeInfo"]:
+    def preprocess(self, rgb: np.ndarray, image_size: int) -> tuple[torch.Tensor, ResizeInfo]:
         """(H, W, 3) uint8 RGB -> (the batch `encode_image` takes, how the image maps to it)."""
 
     def frame(self, rgb: np.ndarray, image_size: int) -> torch.Tensor:
         """An image already at model scale (sides <= image_size, e.g. after training
         augmentation) -> the batch `encode_image` takes, without resizing."""
 
-    def prompt_points(self, prompt: "Prompt", width: int, height: int) -> np.ndarray:
+    def prompt_points(self, prompt: Prompt, width: int, height: int) -> np.ndarray:
         """Validates a prompt and returns its labelled points (P, 3) [x, y, label] in
         original pixels, in the order the family's reference feeds them."""
 
-    def input_frame(self, points: np.ndarray, info: "ResizeInfo") -> tuple[torch.Tensor, torch.Tensor]:
+    def input_frame(self, points: np.ndarray, info: ResizeInfo) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, P, 3) labelled points in original pixels -> (xy (N, P, 2) float32 in the
         model input frame, labels (N, P) int64)."""
 

@@ -20,12 +20,11 @@ import torch
 from torch.nn import functional as F
 
 from tapkit.errors import UserError
-from tapkit.models.tap.protocol import ROUTING_OFFSET, select_masks
-from tapkit.predictor.image import ResizeInfo, as_rgb_array
-from tapkit.predictor.prompts import Prompt, PromptError
+from tapkit.inputs.image import ResizeInfo, as_rgb_array
+from tapkit.inputs.prompts import Prompt, PromptError
 from tapkit.predictor.results import Region, mask_bbox
 
-__all__ = ["ROUTING_OFFSET", "DecodedPrompts", "ImageEmbedding", "Predictor", "select_masks"]
+__all__ = ["DecodedPrompts", "ImageEmbedding", "Predictor"]
 
 
 @dataclass

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from tapkit import __version__
 from tapkit.errors import UserError
 from tapkit.models.tap.model import TapModel
-from tapkit.predictor.prompts import Prompt, PromptError, encode_prompt
+from tapkit.inputs.prompts import Prompt, PromptError, encode_prompt
 from tapkit.predictor.results import Region
 from tapkit.serve.batching import PromptBatcher
 from tapkit.serve.cache import CachedImage, EmbeddingCache

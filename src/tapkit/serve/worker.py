@@ -14,7 +14,7 @@ import numpy as np
 from tapkit.errors import UserError
 from tapkit.models.tap.model import TapModel
 from tapkit.predictor.predictor import ImageEmbedding, Predictor
-from tapkit.predictor.prompts import Prompt
+from tapkit.inputs.prompts import Prompt
 from tapkit.predictor.results import Region
 from tapkit.serve.everything import EverythingFn, JsonRegion
 from tapkit.serve.errors import ModelFailure

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tapkit.models.sam.prompt_encoder import BACKGROUND, BOX_TOP_LEFT, FOREGROUND
-from tapkit.predictor.image import ResizeInfo
-from tapkit.predictor.prompts import Prompt, encode_prompt
+from tapkit.inputs.labels import BACKGROUND, BOX_TOP_LEFT, FOREGROUND
+from tapkit.inputs.image import ResizeInfo
+from tapkit.inputs.prompts import Prompt, encode_prompt
 
 
 def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
