@@ -3,6 +3,8 @@ benchmark driven by an oracle predictor whose answer is known."""
 
 import json
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from tapkit.evaluation.distributed import DistContext
 from tapkit.evaluation.segment import evaluate_points, gt_mask, mask_iou, sample_clicks, segmentation_results
 from tapkit.evaluation.setup import EvalSetup
 from tapkit.inputs.labels import FOREGROUND, PADDING
+from tapkit.models.tap.protocol import TapProtocol
 from tapkit.predictor.predictor import DecodedPrompts
 from tapkit.utils.rle import encode_rle
 
@@ -72,9 +75,11 @@ def test_mask_ap_of_gt_masks_is_100_and_drops_when_shifted(coco_data):
 
 class OraclePredictor:
     """Answers a click with the GT mask that contains it: what a perfect model would do.
-    Implements the three predictor methods the click benchmark uses."""
+    Implements the three predictor methods the click benchmark uses, and lays out its
+    prompts as TAP does (`model.protocol`)."""
 
     def __init__(self, gt):
+        self.model = SimpleNamespace(protocol=TapProtocol())
         self.by_pixels = {}
         for image in gt.images:
             masks = [gt_mask(a["segmentation"], image["height"], image["width"]) for a in gt.anns_by_image.get(image["id"], [])]

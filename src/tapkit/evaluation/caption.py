@@ -14,7 +14,7 @@ from pathlib import Path
 from tapkit.evaluation.caption_metrics import DEFAULT_METRICS, score_captions
 from tapkit.evaluation.data import DataError, GroundTruth, ImageItem, load_ground_truth, read_json, select_images, xywh_to_xyxy
 from tapkit.evaluation.distributed import DistContext
-from tapkit.evaluation.prompting import box_prompts, decode_in_batches
+from tapkit.evaluation.prompting import decode_in_batches
 from tapkit.evaluation.report import EvalReport
 from tapkit.evaluation.runner import InferFn, run_images
 from tapkit.evaluation.setup import EvalSetup
@@ -40,7 +40,7 @@ def caption_infer(predictor: Predictor, gt: GroundTruth, max_batch: int) -> Infe
     def infer(item: ImageItem, rgb) -> dict:
         anns = gt.anns_by_image[item.image_id]
         predictor.set_image(rgb)
-        prompts = box_prompts(xywh_to_xyxy([a["bbox"] for a in anns]))
+        prompts = predictor.model.protocol.box_prompts(xywh_to_xyxy([a["bbox"] for a in anns]))
         captions: list[str] = []
         for _, decoded in decode_in_batches(predictor, prompts, max_batch):
             captions += predictor.caption(decoded.sem_tokens)

@@ -22,7 +22,7 @@ from tapkit.errors import UserError
 from tapkit.evaluation.data import GroundTruth, ImageItem, load_ground_truth, select_images, xywh_to_xyxy
 from tapkit.evaluation.detection_metrics import coco_from_dataset, detection_ap
 from tapkit.evaluation.distributed import DistContext
-from tapkit.evaluation.prompting import box_prompts, decode_in_batches
+from tapkit.evaluation.prompting import decode_in_batches
 from tapkit.evaluation.report import EvalReport
 from tapkit.evaluation.runner import InferFn, run_images
 from tapkit.evaluation.setup import EvalSetup
@@ -103,7 +103,7 @@ def classify_infer(predictor: Predictor, gt: GroundTruth, max_batch: int, max_de
         boxes = xywh_to_xyxy([a["bbox"] for a in gt.anns_by_image[item.image_id]])
         predictor.set_image(rgb)
         probs, iou = [], []
-        for _, decoded in decode_in_batches(predictor, box_prompts(boxes), max_batch):
+        for _, decoded in decode_in_batches(predictor, predictor.model.protocol.box_prompts(boxes), max_batch):
             probs.append(class_probabilities(vocab, decoded.sem_embeds))
             iou.append(decoded.iou.float().cpu().numpy())
         return {"detections": boxes_to_detections(boxes, np.concatenate(probs), np.concatenate(iou), max_dets, score)}

@@ -40,6 +40,17 @@ class InferenceProtocol(Protocol):
         """Validates a prompt and returns its labelled points (P, 3) [x, y, label] in
         original pixels, in the order the family's reference feeds them."""
 
+    def click_prompts(self, clicks: np.ndarray) -> np.ndarray:
+        """(N, K, 2) foreground clicks in original pixels -> (N, P, 3) labelled points in
+        the family's layout (what `prompt_points` gives for those clicks, unvalidated)."""
+
+    def box_prompts(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """(N, 4) boxes [x1, y1, x2, y2] in original pixels -> (N, 2, 3) labelled points."""
+
+    def multimask(self, num_masks: int) -> tuple[int, ...]:
+        """The masks that answer an ambiguous one-click prompt when all are kept (the
+        candidates of automatic mode; SAM's multimask output)."""
+
     def input_frame(self, points: np.ndarray, info: ResizeInfo) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, P, 3) labelled points in original pixels -> (xy (N, P, 2) float32 in the
         model input frame, labels (N, P) int64)."""

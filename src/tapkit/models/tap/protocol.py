@@ -11,7 +11,7 @@ from PIL import Image
 
 from tapkit.inputs.image import ResizeInfo
 from tapkit.inputs.labels import BOX_TOP_LEFT
-from tapkit.inputs.prompts import Prompt, encode_prompt
+from tapkit.inputs.prompts import Prompt, box_points, click_points, encode_prompt
 from tapkit.models.tap.config import PIXEL_MEAN_BGR
 
 # The reference pads a uint8 canvas with the float pixel mean, which truncates.
@@ -69,6 +69,16 @@ class TapProtocol:
 
     def prompt_points(self, prompt: Prompt, width: int, height: int) -> np.ndarray:
         return encode_prompt(prompt, width, height)
+
+    def click_prompts(self, clicks: np.ndarray) -> np.ndarray:
+        return click_points(clicks)
+
+    def box_prompts(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        return box_points(boxes_xyxy)
+
+    def multimask(self, num_masks: int) -> tuple[int, ...]:
+        # mask 0 answers box prompts; the point-prompt masks are the others
+        return tuple(range(1, num_masks))
 
     def input_frame(self, points: np.ndarray, info: ResizeInfo) -> tuple[torch.Tensor, torch.Tensor]:
         xy = points[:, :, :2].astype(np.float32) * np.float32(info.scale)
