@@ -13,7 +13,7 @@ from eval_data import make_dataset
 from tapkit.cli.main import main
 from tapkit.evaluation.data import load_ground_truth
 from tapkit.evaluation.detection_metrics import coco_from_dataset, detection_ap
-from tapkit.evaluation.distributed import DistContext
+from tapkit.runtime import Runtime
 from tapkit.evaluation.segment import evaluate_points, gt_mask, mask_iou, sample_clicks, segmentation_results
 from tapkit.evaluation.setup import EvalSetup
 from tapkit.inputs.labels import FOREGROUND, PADDING
@@ -113,7 +113,7 @@ def test_click_miou_of_an_oracle_is_100(coco_data, tmp_path):
     oracle.names = {read_image(images / im["file_name"]).tobytes(): im["file_name"] for im in gt.images}
     for batch in (1, 2):
         setup = EvalSetup(gt_path, images, tmp_path / f"b{batch}", max_batch=batch)
-        report = evaluate_points(setup, oracle, {}, DistContext(0, 1, torch.device("cpu")), clicks=(1, 3))
+        report = evaluate_points(setup, oracle, {}, Runtime(0, 1, 0, torch.device("cpu")), clicks=(1, 3))
         assert report.metrics == {"mIoU@1": pytest.approx(100.0), "mIoU@3": pytest.approx(100.0)}
         assert report.data["instances"] == len(gt.dataset["annotations"])
 

@@ -13,7 +13,7 @@ import tapkit
 from tapkit.cli.main import main
 from tapkit.errors import UserError
 from tapkit.everything import EverythingConfig, EverythingGenerator, collect_images, run_batch
-from tapkit.everything.batch import Shard, write_index
+from tapkit.everything.batch import write_index
 
 FAST = dict(points_per_side=2, pred_iou_thresh=-100.0, stability_thresh=0.0, captions=False, top_k=2)
 FAST_FLAGS = ["--points-per-side", "2", "--pred-iou-thresh", "-100", "--stability-thresh", "0", "--no-caption", "--top-k", "2"]

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from tapkit.evaluation.caption_metrics import DEFAULT_METRICS, score_captions
 from tapkit.evaluation.data import DataError, GroundTruth, ImageItem, load_ground_truth, read_json, select_images, xywh_to_xyxy
-from tapkit.evaluation.distributed import DistContext
 from tapkit.evaluation.prompting import decode_in_batches
 from tapkit.evaluation.report import EvalReport
 from tapkit.evaluation.runner import InferFn, run_images
@@ -22,6 +21,7 @@ from tapkit.evaluation.store import PredictionStore
 from tapkit.errors import UserError
 from tapkit.predictor.predictor import Predictor
 from tapkit.utils.atomic import write_text_atomic
+from tapkit.runtime import Runtime
 
 PREDICTIONS_FILE = "predictions.json"
 
@@ -126,7 +126,7 @@ def _report(gt: GroundTruth, image_ids: list, captions: dict, metrics: tuple[str
     return EvalReport("caption", scores.metrics, model or {}, data, settings, timing, scores.notes)
 
 
-def evaluate(setup: EvalSetup, predictor: Predictor, model_info: dict, ctx: DistContext, metrics: tuple[str, ...] = DEFAULT_METRICS) -> EvalReport | None:
+def evaluate(setup: EvalSetup, predictor: Predictor, model_info: dict, ctx: Runtime, metrics: tuple[str, ...] = DEFAULT_METRICS) -> EvalReport | None:
     """Captions every GT box, sharded over ranks; rank 0 scores and returns the report."""
     if predictor.model.text_decoder is None or predictor.model.tokenizer is None:
         raise UserError("captioning needs a checkpoint with a text decoder and --tokenizer")

@@ -21,7 +21,6 @@ import torch
 from tapkit.errors import UserError
 from tapkit.evaluation.data import GroundTruth, ImageItem, load_ground_truth, select_images, xywh_to_xyxy
 from tapkit.evaluation.detection_metrics import coco_from_dataset, detection_ap
-from tapkit.evaluation.distributed import DistContext
 from tapkit.evaluation.prompting import decode_in_batches
 from tapkit.evaluation.report import EvalReport
 from tapkit.evaluation.runner import InferFn, run_images
@@ -30,6 +29,7 @@ from tapkit.evaluation.store import PredictionStore
 from tapkit.models.tap.concepts import ConceptVocabulary
 from tapkit.predictor.predictor import Predictor
 from tapkit.utils.atomic import write_with
+from tapkit.runtime import Runtime
 
 MIN_PROB = 0.001
 NMS_IOU = 0.5
@@ -142,7 +142,7 @@ def evaluate(
     setup: EvalSetup,
     predictor: Predictor,
     model_info: dict,
-    ctx: DistContext,
+    ctx: Runtime,
     max_dets: int = 300,
     protocol: str = "auto",
     score: str = "reference",

@@ -23,7 +23,6 @@ from pycocotools import mask as mask_utils
 from tapkit.errors import UserError
 from tapkit.evaluation.data import DataError, GroundTruth, ImageItem, load_ground_truth, read_json, select_images, xywh_to_xyxy
 from tapkit.evaluation.detection_metrics import coco_from_dataset, detection_ap
-from tapkit.evaluation.distributed import DistContext
 from tapkit.evaluation.prompting import decode_in_batches
 from tapkit.evaluation.report import EvalReport, file_summary
 from tapkit.evaluation.runner import InferFn, run_images
@@ -32,6 +31,7 @@ from tapkit.evaluation.store import PredictionStore
 from tapkit.predictor.predictor import Predictor
 from tapkit.utils.atomic import write_with
 from tapkit.utils.rle import decode_rle, encode_rle
+from tapkit.runtime import Runtime
 
 SEGMENTATIONS_FILE = "segmentations.json"
 
@@ -99,7 +99,7 @@ def evaluate_masks(
     setup: EvalSetup,
     predictor: Predictor,
     model_info: dict,
-    ctx: DistContext,
+    ctx: Runtime,
     detections_path=None,
     protocol: str = "auto",
 ) -> EvalReport | None:
@@ -189,7 +189,7 @@ def evaluate_points(
     setup: EvalSetup,
     predictor: Predictor,
     model_info: dict,
-    ctx: DistContext,
+    ctx: Runtime,
     clicks: tuple[int, ...] = (1,),
     seed: int = 0,
 ) -> EvalReport | None:

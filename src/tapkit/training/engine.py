@@ -22,6 +22,7 @@ from tapkit.loading import load_model
 from tapkit.models.tap.concepts import ConceptVocabulary
 from tapkit.models.tap.model import TapModel, is_derived_key
 from tapkit.models.tap.tokenizer import TextTokenizer
+from tapkit.runtime import Runtime, runtime
 from tapkit.training import distributed
 from tapkit.training.checkpoint import TrainState, load_train_state, rng_state, save_train_state, set_rng_state
 from tapkit.training.config import TrainConfig, config_to_dict
@@ -88,7 +89,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
 
 
-def make_batches(cfg: TrainConfig, model: TapModel, info: distributed.DistInfo):
+def make_batches(cfg: TrainConfig, model: TapModel, info: Runtime):
     d = cfg.data
     size = model.image_size
     if cfg.stage == "segment":
@@ -137,7 +138,7 @@ def _identity(batch):
 
 def _state_dicts(module: nn.Module, objective: TapObjective, optimizer, cfg: TrainConfig, info) -> tuple[dict, dict]:
     """Full (unsharded) model and optimizer state, on CPU; the model in official naming."""
-    if info.enabled and cfg.distributed == "fsdp":
+    if info.distributed and cfg.distributed == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
         model_sd, optim_sd = get_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -146,7 +147,7 @@ def _state_dicts(module: nn.Module, objective: TapObjective, optimizer, cfg: Tra
 
 
 def _load_states(module, objective: TapObjective, optimizer, state: TrainState, cfg: TrainConfig, info) -> None:
-    if info.enabled and cfg.distributed == "fsdp":
+    if info.distributed and cfg.distributed == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
         model_sd = {f"model.{k}": v for k, v in state.model.items()}
@@ -159,14 +160,11 @@ def _load_states(module, objective: TapObjective, optimizer, state: TrainState, 
 def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None) -> TrainResult:
     """Runs (or resumes) a stage. `stop_after` ends this run after that many steps,
     as an interruption would (used to check that resuming is exact)."""
-    info = distributed.setup(cfg.device)
-    try:
+    with runtime(cfg.device) as info:
         return _train(cfg, info, progress, stop_after)
-    finally:
-        distributed.teardown(info)
 
 
-def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool, stop_after: int | None) -> TrainResult:
+def _train(cfg: TrainConfig, info: Runtime, progress: bool, stop_after: int | None) -> TrainResult:
     from tqdm import tqdm
 
     out_dir = Path(cfg.out_dir)
@@ -252,8 +250,7 @@ def _checkpoint(module, objective, optimizer, cfg, info, step: int) -> None:
         model_sd = {k: v.detach().cpu() for k, v in model_sd.items()}
         save_train_state(TrainState(step, model_sd, optim_sd, rngs, config_to_dict(cfg), objective.model.cfg.to_dict()),
                          cfg.out_dir)
-    if info.enabled:
-        torch.distributed.barrier()
+    info.barrier()
 
 
 def _tensorboard(out_dir: Path):
