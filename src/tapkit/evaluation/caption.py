@@ -128,13 +128,13 @@ def _report(gt: GroundTruth, image_ids: list, captions: dict, metrics: tuple[str
 
 def evaluate(setup: EvalSetup, predictor: Predictor, model_info: dict, ctx: Runtime, metrics: tuple[str, ...] = DEFAULT_METRICS) -> EvalReport | None:
     """Captions every GT box, sharded over ranks; rank 0 scores and returns the report."""
-    if predictor.model.text_decoder is None or predictor.model.tokenizer is None:
+    if not predictor.model.can_caption:
         raise UserError("captioning needs a checkpoint with a text decoder and --tokenizer")
     gt = load_caption_gt(setup.gt)
     items = select_images(gt, setup.images_dir, setup.limit)
     work = [item for item in items if gt.anns_by_image.get(item.image_id)]
     model = predictor.model
-    max_text_len = getattr(model.text_decoder, "max_text_len", None) or model.generation.max_new_tokens  # TAP or SCA
+    max_text_len = model.max_caption_tokens
     settings = {"prompts": "gt boxes (mask 0)", "max_text_len": max_text_len, "limit": setup.limit, "metrics": list(metrics)}
     run_key = {"benchmark": "caption", "model": model_info, **setup.data_key()}
     store = PredictionStore.open(setup.shard_dir, run_key, ctx, setup.fresh)

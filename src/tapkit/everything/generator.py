@@ -28,8 +28,8 @@ import torch
 from tapkit.errors import UserError
 from tapkit.everything.filters import mask_boxes, near_crop_edge, nms, remove_small_regions, stability_score
 from tapkit.everything.grid import CropBox, crop_boxes, crop_points, layer_points_per_side
-from tapkit.models.tap.model import TapModel
 from tapkit.inputs.image import ResizeInfo, as_rgb_array
+from tapkit.models.interface import PromptableModel
 from tapkit.models.outputs import DecoderOutput
 from tapkit.predictor.predictor import MASK_THRESHOLD, ImageEmbedding, Predictor, upscale_logits
 from tapkit.predictor.results import mask_bbox
@@ -225,14 +225,15 @@ class Candidates:
 
 
 class EverythingGenerator:
-    """Segments, names and captions every region of an image with a TAP model.
+    """Segments, names and captions every region of an image with a promptable model
+    (TAP, SAM, SCA: names where the model `can_name`, captions where it `can_caption`).
 
     >>> generator = EverythingGenerator(model, EverythingConfig(points_per_side=16))
     >>> result = generator.generate("photo.jpg")
     >>> [(r.concept, r.caption) for r in result.regions]
     """
 
-    def __init__(self, model: TapModel, config: EverythingConfig | None = None):
+    def __init__(self, model: PromptableModel, config: EverythingConfig | None = None):
         self.model = model
         self.config = config or EverythingConfig()
         self.predictor = Predictor(model, max_batch=self.config.points_per_batch)
@@ -430,15 +431,14 @@ class EverythingGenerator:
         return masks  # type: ignore[return-value]
 
     def _name(self, regions: list[EverythingRegion], sem_embeds: torch.Tensor) -> None:
-        vocab = self.model.concepts
-        if vocab is None or self.config.top_k == 0 or not regions:
+        if not self.model.can_name or self.config.top_k == 0 or not regions:
             return
-        for region, names in zip(regions, vocab.top_names(sem_embeds, self.config.top_k)):
+        for region, names in zip(regions, self.model.concepts.top_names(sem_embeds, self.config.top_k)):
             region.concepts = names
             region.concept, region.concept_score = names[0]
 
     def _caption(self, regions: list[EverythingRegion], sem_tokens: torch.Tensor) -> None:
-        if not self.config.captions or not regions:
+        if not self.config.captions or not self.model.can_caption or not regions:
             return
         step = self.config.caption_batch
         for start in range(0, len(regions), step):
@@ -452,7 +452,7 @@ def _xyxy(bbox: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     return (x, y, x + w, y + h)
 
 
-def tokenize_everything(model: TapModel, image, config: EverythingConfig | None = None, **settings) -> EverythingResult:
+def tokenize_everything(model: PromptableModel, image, config: EverythingConfig | None = None, **settings) -> EverythingResult:
     """Every region of one image, segmented, named and captioned.
     `settings` override fields of `config` (e.g. points_per_side=16, captions=False)."""
     config = dataclasses.replace(config or EverythingConfig(), **settings)

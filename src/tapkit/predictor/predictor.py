@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from tapkit.errors import UserError
 from tapkit.inputs.image import ResizeInfo, as_rgb_array
 from tapkit.inputs.prompts import Prompt, PromptError
+from tapkit.models.interface import PromptableModel
 from tapkit.models.outputs import DecoderOutput
 from tapkit.predictor.results import Region, mask_bbox
 
@@ -63,7 +64,7 @@ class DecodedPrompts:
 
 
 class Predictor:
-    def __init__(self, model, max_batch: int = 64):
+    def __init__(self, model: PromptableModel, max_batch: int = 64):
         """model: any family's model from `tapkit.load_model` (TAP, SAM or SCA)."""
         self.model = model
         self.max_batch = max_batch
@@ -153,9 +154,9 @@ class Predictor:
         decoded = self.decode_points(points)
         masks = self.upscale_masks(decoded.mask_logits)
         n = len(points)
-        vocab = self.model.concepts
-        names = vocab.top_names(decoded.sem_embeds, top_k) if vocab is not None and top_k > 0 else [[] for _ in range(n)]
-        texts = self.caption(decoded.sem_tokens) if captions else [None] * n
+        can_name = self.model.can_name and top_k > 0
+        names = self.model.concepts.top_names(decoded.sem_embeds, top_k) if can_name else [[] for _ in range(n)]
+        texts = self.caption(decoded.sem_tokens) if captions and self.model.can_caption else [None] * n
         iou = decoded.iou.tolist()
         mask_index = decoded.mask_index.tolist()
         has_embeds = embeddings and decoded.sem_embeds.shape[-1] > 0
