@@ -216,7 +216,7 @@ def export(model: ScaModel, full_state: dict) -> dict:
     return {k: v for k, v in full_state.items() if k in keep}
 
 
-SCA_STAGE = Stage(
+STAGE = Stage(
     build_model=build_model,
     freeze=freeze,
     objective=lambda model, cfg: ScaObjective(model, cfg.loss.label_smoothing),
