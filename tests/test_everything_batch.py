@@ -19,12 +19,7 @@ FAST = dict(points_per_side=2, pred_iou_thresh=-100.0, stability_thresh=0.0, cap
 FAST_FLAGS = ["--points-per-side", "2", "--pred-iou-thresh", "-100", "--stability-thresh", "0", "--no-caption", "--top-k", "2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

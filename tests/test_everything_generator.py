@@ -82,13 +82,7 @@ def hand_made(tiny_model, monkeypatch):
     return tiny_model, tokens, calls
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small ops on a shared 2-core machine run far faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 IMAGE = np.full((128, 128, 3), 100, dtype=np.uint8)
