@@ -1,17 +1,10 @@
 """The inference protocol of a model family: how an image and prompts become the
 model's inputs, and which of its masks answers a prompt.
 
-Every model family (TAP, SAM, SCA) exposes one as `model.protocol`; the predictor,
-the automatic mode and the server are written against it and against the model's
-`encode_image`, `decode`, `caption` and `concepts`, so they need no per-family code.
-
-Model interface (what `tapkit.load_model` returns):
-  family: str; image_size: int; device; dtype; concepts (None without a concept head)
-  protocol: InferenceProtocol
-  encode_image(batch) -> (1, C, h, w) image embedding, batch from protocol.preprocess
-  decode(image_embed, xy, labels) -> DecoderOutput (all M masks of N prompts)
-  caption(sem_tokens) -> list of captions (None where the model has no captioner)
-"""
+Every promptable family (TAP, SAM, SCA) exposes one as `model.protocol`; the
+predictor, the automatic mode, evaluation and the server are written against it and
+against the model interface (`models/interface.py`, `PromptableModel`), so they need
+no per-family code."""
 
 from __future__ import annotations
 
