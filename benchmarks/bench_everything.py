@@ -148,11 +148,11 @@ def encoder_throughput(model, device) -> dict:
 
 @torch.inference_mode()
 def decoder_flops_per_point(model, config: EverythingConfig) -> float:
-    generator = EverythingGenerator(model, config)
-    embedding = generator.predictor.embed_image(np.zeros((64, 64, 3), np.uint8))
+    predictor = tapkit.Predictor(model)
+    predictor.set_image(np.zeros((64, 64, 3), np.uint8))
     points = np.random.default_rng(0).random((config.points_per_batch, 2)).astype(np.float32) * 64
     with FlopCounterMode(display=False) as counter:
-        generator._decode(embedding.embedding, embedding.info, points)
+        predictor.decode_all(model.protocol.click_prompts(points[:, None, :]))
     return counter.get_total_flops() / len(points)
 
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import append_results, machine, markdown_table, peak_memory_mb, time_it  # noqa: E402
 
 import tapkit  # noqa: E402
-from tapkit.predictor.prompts import Prompt, encode_prompt  # noqa: E402
+from tapkit.inputs.prompts import Prompt, encode_prompt  # noqa: E402
 
 
 def main() -> None:

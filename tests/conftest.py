@@ -18,6 +18,17 @@ def tiny_model(tiny_files):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Small ops on a shared 2-core machine run far faster on one thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def rgb_image():
     rng = np.random.default_rng(0)
     image = (rng.random((96, 144, 3)) * 255).astype(np.uint8)

@@ -14,7 +14,7 @@ import yaml
 import tapkit
 from tapkit.data.records import Region
 from tapkit.data.crops import square_crop
-from tapkit.training.clip import build_model, caption_head, contrastive_loss, make_batches
+from tapkit.training.stages.clip import build_model, caption_head, contrastive_loss, make_batches
 from tapkit.training.config import config_from_dict
 from tapkit.training.engine import train
 from tapkit.testing import train_clip_vocab

@@ -12,7 +12,6 @@ from eval_data import make_dataset
 from tapkit.cli.main import main
 from tapkit.evaluation.classify import boxes_to_detections, nms
 from tapkit.evaluation.data import load_ground_truth, xywh_to_xyxy
-from tapkit.evaluation.prompting import box_prompts
 from tapkit.predictor.predictor import Predictor
 
 
@@ -77,7 +76,7 @@ def oracle_concepts(tiny_model, gt_path, images_dir, path, scale=60.0):
         if not anns:
             continue
         predictor.set_image(images_dir / image["file_name"])
-        decoded = predictor.decode_points(box_prompts(xywh_to_xyxy([a["bbox"] for a in anns])))
+        decoded = predictor.decode_points(predictor.model.protocol.box_prompts(xywh_to_xyxy([a["bbox"] for a in anns])))
         embeds.append(torch.nn.functional.normalize(decoded.sem_embeds.float(), dim=-1).numpy())
         labels += [a["category_id"] for a in anns]
     e = np.concatenate(embeds).astype(np.float64)

@@ -12,7 +12,7 @@ import torch
 
 from eval_data import make_dataset
 from tapkit.cli.main import main
-from tapkit.evaluation.distributed import DistContext
+from tapkit.runtime import Runtime
 from tapkit.evaluation.store import PredictionStore
 from tapkit.testing import random_concepts
 
@@ -82,7 +82,7 @@ def test_rerun_resumes_from_saved_predictions(setup, single, tmp_path, capsys):
 
 
 def test_store_keeps_the_first_record_and_skips_a_torn_line(tmp_path):
-    ctx = DistContext(0, 1, torch.device("cpu"))
+    ctx = Runtime(0, 1, 0, torch.device("cpu"))
     store = PredictionStore.open(tmp_path, {"run": 1}, ctx)
     store.append({"image_id": 1, "x": [1.5]})
     store.append({"image_id": 2, "x": []})

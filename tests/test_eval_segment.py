@@ -3,6 +3,8 @@ benchmark driven by an oracle predictor whose answer is known."""
 
 import json
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -11,10 +13,11 @@ from eval_data import make_dataset
 from tapkit.cli.main import main
 from tapkit.evaluation.data import load_ground_truth
 from tapkit.evaluation.detection_metrics import coco_from_dataset, detection_ap
-from tapkit.evaluation.distributed import DistContext
+from tapkit.runtime import Runtime
 from tapkit.evaluation.segment import evaluate_points, gt_mask, mask_iou, sample_clicks, segmentation_results
 from tapkit.evaluation.setup import EvalSetup
-from tapkit.models.tap.prompt_encoder import FOREGROUND, PADDING
+from tapkit.inputs.labels import FOREGROUND, PADDING
+from tapkit.models.tap.protocol import TapProtocol
 from tapkit.predictor.predictor import DecodedPrompts
 from tapkit.utils.rle import encode_rle
 
@@ -72,9 +75,11 @@ def test_mask_ap_of_gt_masks_is_100_and_drops_when_shifted(coco_data):
 
 class OraclePredictor:
     """Answers a click with the GT mask that contains it: what a perfect model would do.
-    Implements the three predictor methods the click benchmark uses."""
+    Implements the three predictor methods the click benchmark uses, and lays out its
+    prompts as TAP does (`model.protocol`)."""
 
     def __init__(self, gt):
+        self.model = SimpleNamespace(protocol=TapProtocol())
         self.by_pixels = {}
         for image in gt.images:
             masks = [gt_mask(a["segmentation"], image["height"], image["width"]) for a in gt.anns_by_image.get(image["id"], [])]
@@ -100,7 +105,7 @@ class OraclePredictor:
 
 
 def test_click_miou_of_an_oracle_is_100(coco_data, tmp_path):
-    from tapkit.predictor.image import read_image
+    from tapkit.inputs.image import read_image
 
     gt_path, images = coco_data
     gt = load_ground_truth(gt_path)
@@ -108,7 +113,7 @@ def test_click_miou_of_an_oracle_is_100(coco_data, tmp_path):
     oracle.names = {read_image(images / im["file_name"]).tobytes(): im["file_name"] for im in gt.images}
     for batch in (1, 2):
         setup = EvalSetup(gt_path, images, tmp_path / f"b{batch}", max_batch=batch)
-        report = evaluate_points(setup, oracle, {}, DistContext(0, 1, torch.device("cpu")), clicks=(1, 3))
+        report = evaluate_points(setup, oracle, {}, Runtime(0, 1, 0, torch.device("cpu")), clicks=(1, 3))
         assert report.metrics == {"mIoU@1": pytest.approx(100.0), "mIoU@3": pytest.approx(100.0)}
         assert report.data["instances"] == len(gt.dataset["annotations"])
 

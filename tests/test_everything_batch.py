@@ -13,18 +13,13 @@ import tapkit
 from tapkit.cli.main import main
 from tapkit.errors import UserError
 from tapkit.everything import EverythingConfig, EverythingGenerator, collect_images, run_batch
-from tapkit.everything.batch import Shard, write_index
+from tapkit.everything.batch import write_index
 
 FAST = dict(points_per_side=2, pred_iou_thresh=-100.0, stability_thresh=0.0, captions=False, top_k=2)
 FAST_FLAGS = ["--points-per-side", "2", "--pred-iou-thresh", "-100", "--stability-thresh", "0", "--no-caption", "--top-k", "2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

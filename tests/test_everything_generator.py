@@ -14,11 +14,13 @@ from tapkit.utils.rle import decode_rle
 # The tiny model reads 128 x 128 inputs and predicts 32 x 32 low-resolution masks, so on a
 # 128 x 128 image one low-resolution cell is a 4 x 4 pixel block. A +-10 logit rectangle
 # of cells upscales (bilinear) to that rectangle of pixels less its 4 corner pixels.
+# Stability is scored on the upscaled logits (as SAM does): at +-100 no upscaled pixel
+# falls inside the +-1 band, so these rectangles are perfectly stable at full size too.
 CELL = 4
 
 
-def rect(x0, y0, x1, y1, value=10.0):
-    logits = torch.full((32, 32), -10.0)
+def rect(x0, y0, x1, y1, value=100.0):
+    logits = torch.full((32, 32), -100.0)
     logits[y0:y1, x0:x1] = value
     return logits
 
@@ -80,13 +82,7 @@ def hand_made(tiny_model, monkeypatch):
     return tiny_model, tokens, calls
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small ops on a shared 2-core machine run far faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 IMAGE = np.full((128, 128, 3), 100, dtype=np.uint8)
@@ -112,6 +108,25 @@ def test_filters_keep_exactly_the_good_masks(hand_made):
     kept_tokens = torch.stack([tokens[0, 1], tokens[1, 2], tokens[2, 2], tokens[2, 1]]).to(calls[0].dtype)
     torch.testing.assert_close(calls[0][:, 0], kept_tokens)
     assert all(isinstance(r.caption, str) for r in result.regions)
+
+
+def test_stability_is_scored_on_the_upscaled_logits(hand_made, monkeypatch):
+    """A one-cell blob of +-10 logits is perfectly stable at low resolution, but upscaled
+    4x (bilinear, half-pixel centres) its 4 x 4 pixels get cell weights 0.625 / 0.875 per
+    axis: 4 pixels at 20 * 0.875^2 - 10 = 5.3 (above +1), 8 at 20 * 0.547 - 10 = 0.94
+    (inside the band), 4 corners at -2.2. SAM's score is then 4 / 12."""
+    model, tokens, _ = hand_made
+    soft_blob = torch.full((32, 32), -10.0)
+    soft_blob[20, 14] = 10.0
+    logits = torch.stack([torch.stack([EVERYTHING, soft_blob, EMPTY, EMPTY])] * 4)
+    iou = torch.tensor([[0.1, 0.95, 0.1, 0.1]] * 4)
+    monkeypatch.setattr(model, "decode", lambda image_embed, xy, labels: DecoderOutput(logits, iou, tokens, tokens[..., :0]))
+    loose = dict(SETTINGS, stability_thresh=0.0, box_nms_thresh=1.0, captions=False, top_k=0)
+    result = EverythingGenerator(model, EverythingConfig(**loose)).generate(IMAGE)
+    assert len(result.regions) == 4
+    assert all(r.stability == pytest.approx(4 / 12) and r.area == 12 for r in result.regions)
+    strict = EverythingGenerator(model, EverythingConfig(**dict(loose, stability_thresh=0.95))).generate(IMAGE)
+    assert strict.regions == [] and strict.counts.passed_iou == 4 and strict.counts.passed_stability == 0
 
 
 def test_small_regions_and_max_regions(hand_made):

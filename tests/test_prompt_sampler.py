@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tapkit.models.tap.prompt_encoder import BACKGROUND, BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, PADDING
+from tapkit.inputs.labels import BACKGROUND, BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, PADDING
 from tapkit.training.prompt_sampler import (
     MAX_POINTS,
     box_prompts,

@@ -3,10 +3,11 @@ import pytest
 import torch
 
 import tapkit
-from tapkit.models.tap.prompt_encoder import PADDING, PromptEncoder
-from tapkit.predictor.image import PAD_VALUE_BGR, preprocess, resize_scale
-from tapkit.predictor.predictor import select_masks
-from tapkit.predictor.prompts import Prompt, PromptError, encode_prompt, mask_to_points, sketch_to_points
+from tapkit.inputs.labels import PADDING
+from tapkit.models.tap.prompt_encoder import PromptEncoder
+from tapkit.models.tap.protocol import PAD_VALUE_BGR, preprocess, resize_scale
+from tapkit.models.tap.protocol import select_masks
+from tapkit.inputs.prompts import Prompt, PromptError, encode_prompt, mask_to_points, sketch_to_points
 
 
 def test_points_only_prompt_gets_one_padding_point_and_box_comes_first():
@@ -184,7 +185,7 @@ def test_low_precision_pipeline_runs(tiny_files, rgb_image, dtype):
 def test_sixteen_bit_grey_png_keeps_its_high_byte_as_opencv_does(tmp_path):
     from PIL import Image
 
-    from tapkit.predictor.image import read_image
+    from tapkit.inputs.image import read_image
 
     values = np.array([[0, 255, 256, 40000], [65535, 1000, 30000, 512]], np.uint16)
     path = tmp_path / "grey16.png"

@@ -13,7 +13,7 @@ from tapkit.cli.main import main
 from tapkit.errors import UserError
 from tapkit.models.sam.hf_naming import hf_state_from_sam, sam_state_from_hf
 from tapkit.models.sam.model import SamModel
-from tapkit.models.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PADDING
+from tapkit.inputs.labels import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PADDING
 from tapkit.testing import tiny_sam_config
 
 

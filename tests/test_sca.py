@@ -18,7 +18,7 @@ from tapkit.models.sca.keys import released_state_from_tapkit, tapkit_state_from
 from tapkit.models.sca.mixer import TextFeatureMixer
 from tapkit.models.sca.model import IGNORE_INDEX, CaptionBatch
 from tapkit.models.sca.tokenizer import load_caption_tokenizer
-from tapkit.models.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PADDING
+from tapkit.inputs.labels import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PADDING
 from tapkit.testing import make_tiny_sam_checkpoint, randomize
 
 

@@ -12,7 +12,7 @@ from tapkit.models.sca.config import TASKS
 from tapkit.models.sca.tokenizer import load_caption_tokenizer
 from tapkit.testing import make_tiny_sam_checkpoint, randomize
 from tapkit.training.config import config_from_dict
-from tapkit.training.distributed import DistInfo
+from tapkit.runtime import Runtime
 from tapkit.training.engine import stage_for, train
 from tapkit.training.lsj import large_scale_jitter
 from tests.training_helpers import tiny_train_config
@@ -82,7 +82,7 @@ def test_sca_batches_mix_captions_and_recognition_and_depend_only_on_the_step(ti
     cfg = sca_config(tiny_world, sca_parts, tmp_path)
     stage = stage_for(cfg)
     model = stage.build_model(cfg)
-    info = DistInfo(0, 1, 0, torch.device("cpu"))
+    info = Runtime(0, 1, 0, torch.device("cpu"))
     a, b = stage.batches(cfg, model, info), stage.batches(cfg, model, info)
     first, again = a[3], b[3]
     assert torch.equal(first.ids, again.ids) and torch.equal(first.boxes, again.boxes)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import sys
 import threading
 
 import httpx
@@ -16,7 +15,7 @@ from PIL import Image
 
 from serve_helpers import encode, png_header_only, shapes_image, upload
 from tapkit.predictor.predictor import Predictor
-from tapkit.predictor.prompts import Prompt
+from tapkit.inputs.prompts import Prompt
 from tapkit.serve import ServeSettings, create_app
 from tapkit.utils.rle import decode_rle
 
@@ -228,9 +227,9 @@ def test_everything_runs_the_real_automatic_mode_on_the_cached_embedding(tiny_mo
         assert decode_rle(region["mask"]).shape == (96, 144)
 
 
-def test_everything_is_501_without_the_automatic_mode_module(tiny_model, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tapkit.everything", None)  # import now fails as if absent
-    with TestClient(create_app(tiny_model)) as client:
+def test_everything_is_501_when_turned_off(tiny_model):
+    # automatic mode is imported directly (always installed); a server can still run without it
+    with TestClient(create_app(tiny_model, everything=None)) as client:
         assert client.get("/healthz").json()["model"]["everything"] is False
         image_id = upload(client, encode(shapes_image(), "PNG")).json()["id"]
         response = client.post(f"/v1/images/{image_id}/everything")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from serve_helpers import encode, shapes_image
-from tapkit.predictor.image import ResizeInfo
+from tapkit.inputs.image import ResizeInfo
 from tapkit.predictor.predictor import ImageEmbedding
 from tapkit.serve.cache import EmbeddingCache
 from tapkit.serve.limits import decode_image, sniff_format

@@ -11,8 +11,9 @@ import yaml
 from tapkit.errors import UserError
 from tapkit.training.config import config_from_dict, load_config
 from tapkit.training.data import SegmentBatches
-from tapkit.training.engine import build_model, freeze, lr_at, make_batches, train
+from tapkit.training.engine import lr_at, stage_for, train
 from tapkit.training.objectives import TapObjective
+from tapkit.training.stages.tap import build_model, freeze
 from training_helpers import tiny_train_config
 
 
@@ -64,10 +65,10 @@ def test_lr_schedule_warmup_then_cosine(tiny_world, tmp_path):
 def test_segment_batches_are_a_function_of_the_step(tiny_world, tmp_path):
     cfg = config_from_dict(tiny_train_config(tiny_world, tmp_path))
     model = build_model(cfg)
-    from tapkit.training.distributed import DistInfo
+    from tapkit.runtime import Runtime
 
-    info = DistInfo(0, 1, 0, torch.device("cpu"))
-    a, b = make_batches(cfg, model, info), make_batches(cfg, model, info)
+    info = Runtime(0, 1, 0, torch.device("cpu"))
+    a, b = stage_for(cfg).batches(cfg, model, info), stage_for(cfg).batches(cfg, model, info)
     x, y, z = a[3], b[3], a[4]
     assert torch.equal(x.masks, y.masks) and x.seed == y.seed
     assert not (x.seed == z.seed and torch.equal(x.images, z.images))
@@ -86,10 +87,10 @@ def _fixed_loss(model, batch, cfg):
 
 def test_tiny_training_lowers_the_loss(tiny_world, tmp_path):
     cfg = config_from_dict(tiny_train_config(tiny_world, tmp_path / "run", steps=10, ckpt_every=100, **{"optim.lr": 3e-3}))
-    from tapkit.training.distributed import DistInfo
+    from tapkit.runtime import Runtime
 
     model0 = build_model(cfg)
-    batches = make_batches(cfg, model0, DistInfo(0, 1, 0, torch.device("cpu")))
+    batches = stage_for(cfg).batches(cfg, model0, Runtime(0, 1, 0, torch.device("cpu")))
     batch = batches[0]
     torch.manual_seed(cfg.seed)
     before = _fixed_loss(build_model(cfg), batch, cfg)
@@ -171,11 +172,11 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tiny_world, tmp_path):
         assert torch.equal(a[k], b[k]), k
     # the ranks saw different images, so equality comes from the gradient all-reduce
     cfg = load_config(config)
-    from tapkit.training.distributed import DistInfo
+    from tapkit.runtime import Runtime
 
     model = build_model(cfg)
-    r0 = make_batches(cfg, model, DistInfo(0, 2, 0, torch.device("cpu")))[0]
-    r1 = make_batches(cfg, model, DistInfo(1, 2, 0, torch.device("cpu")))[0]
+    r0 = stage_for(cfg).batches(cfg, model, Runtime(0, 2, 0, torch.device("cpu")))[0]
+    r1 = stage_for(cfg).batches(cfg, model, Runtime(1, 2, 0, torch.device("cpu")))[0]
     assert not torch.equal(r0.images, r1.images)
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
 

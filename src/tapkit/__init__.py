@@ -3,7 +3,7 @@
 from tapkit.errors import UserError
 from tapkit.loading import build_model, load_clip, load_model
 from tapkit.predictor.predictor import ImageEmbedding, Predictor
-from tapkit.predictor.prompts import Prompt
+from tapkit.inputs.prompts import Prompt
 from tapkit.predictor.results import Region
 
 __version__ = "0.1.0"

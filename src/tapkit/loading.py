@@ -10,18 +10,10 @@ import torch
 from torch import nn
 
 from tapkit.errors import UserError
+from tapkit.runtime import resolve_device
 from tapkit.models.families import Companions, build_from_checkpoint, family_of_preset, read_checkpoint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available")
-    return device
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

@@ -7,6 +7,7 @@ import argparse
 from tapkit.defaults import default_model_files
 from tapkit.errors import UserError
 from tapkit.loading import DTYPES, load_clip, load_model
+from tapkit.models.interface import PromptableModel
 from tapkit.models.families import ALL_PRESETS
 
 
@@ -34,9 +35,9 @@ def model_from_args(args: argparse.Namespace):
         tokenizer = tokenizer or files.tokenizer
         concepts = concepts or files.concepts
     model = load_model(checkpoint, tokenizer=tokenizer, concepts=concepts, device=args.device, dtype=args.dtype, preset=args.preset)
-    if model.family == "clip":
-        raise UserError(f"{checkpoint} is a CLIP: it embeds text and images (tapkit.load_clip, `tapkit concepts build "
-                        "--clip`) but takes no prompts; give a TAP, SAM or SCA checkpoint")
+    if not isinstance(model, PromptableModel):
+        raise UserError(f"{checkpoint} is a {model.family.upper()} checkpoint: it takes no prompts (a CLIP embeds text "
+                        "and images: tapkit.load_clip, `tapkit concepts build --clip`); give a TAP, SAM or SCA checkpoint")
     return model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 from pathlib import Path
 
 from tapkit.cli.common import add_model_options, model_from_args
@@ -10,10 +11,10 @@ from tapkit.defaults import default_model_files
 from tapkit.errors import UserError
 from tapkit.evaluation import caption, classify, segment
 from tapkit.evaluation.caption_metrics import METRICS, parse_metrics, require_java, require_pycocoevalcap
-from tapkit.evaluation.distributed import DistContext, init_distributed
 from tapkit.evaluation.report import EvalReport
 from tapkit.evaluation.setup import EvalSetup, describe_model
 from tapkit.predictor.predictor import Predictor
+from tapkit.runtime import Runtime, init_runtime
 
 EPILOG = """\
 examples (docs/evaluation.md has the data and the expected numbers):
@@ -27,6 +28,11 @@ examples (docs/evaluation.md has the data and the expected numbers):
 
 Rerunning a command resumes from the predictions saved under --output-dir.
 """
+
+
+# Ranks wait for the slowest one before rank 0 scores; a long evaluation can leave one
+# rank waiting for hours (e.g. after resuming an uneven partial run).
+EVAL_BARRIER_TIMEOUT = timedelta(hours=24)
 
 
 def add_parser(subparsers) -> None:
@@ -120,7 +126,7 @@ def _setup(args: argparse.Namespace) -> EvalSetup:
     return EvalSetup(Path(args.gt), images, output, args.limit, args.fresh, args.max_batch)
 
 
-def _predictor(args: argparse.Namespace, ctx: DistContext) -> tuple[Predictor, dict]:
+def _predictor(args: argparse.Namespace, ctx: Runtime) -> tuple[Predictor, dict]:
     model = model_from_args(argparse.Namespace(**{**vars(args), "device": str(ctx.device)}))
     files = default_model_files() if args.checkpoint is None else None
     info = describe_model(
@@ -132,7 +138,7 @@ def _predictor(args: argparse.Namespace, ctx: DistContext) -> tuple[Predictor, d
     return Predictor(model, max_batch=args.max_batch), info
 
 
-def _evaluate(args: argparse.Namespace, setup: EvalSetup, ctx: DistContext) -> EvalReport | None:
+def _evaluate(args: argparse.Namespace, setup: EvalSetup, ctx: Runtime) -> EvalReport | None:
     predictor, info = _predictor(args, ctx)
     if args.benchmark == "caption":
         return caption.evaluate(setup, predictor, info, ctx, parse_metrics(args.metrics))
@@ -156,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--images-dir is needed to run a model (or give --predictions)")
     elif args.benchmark == "segment" and args.points:
         _parse_points(args.points)
-    ctx = init_distributed(args.device)
+    ctx = init_runtime(args.device, EVAL_BARRIER_TIMEOUT)
     try:
         report = _evaluate(args, setup, ctx)
     finally:

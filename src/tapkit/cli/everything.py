@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from tapkit.cli.common import add_model_options, model_from_args
 from tapkit.errors import UserError
-from tapkit.everything.batch import barrier, collect_images, distributed, run_batch, shard_from_env, write_index
+from tapkit.everything.batch import collect_images, run_batch, write_index
 from tapkit.everything.generator import MASKS_PER_POINT, EverythingConfig, EverythingGenerator
+from tapkit.runtime import runtime
 
 EPILOG = """\
 outputs (inside --output):
@@ -32,6 +34,8 @@ examples:
   tapkit everything --input-dir photos/ --output out/ --points-per-side 16 --no-caption
 """
 
+
+BATCH_BARRIER_TIMEOUT = timedelta(hours=72)
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -101,39 +105,29 @@ def config_from_args(args: argparse.Namespace) -> EverythingConfig:
     )
 
 
-def _device_for(args: argparse.Namespace, local_rank: int, world_size: int) -> str | None:
-    """Under torchrun each local rank gets its own GPU unless a device index is given."""
-    import torch
-
-    if world_size == 1 or (args.device and ":" in args.device):
-        return args.device
-    if args.device == "cuda" or (args.device is None and torch.cuda.is_available()):
-        return f"cuda:{local_rank}"
-    return args.device
-
-
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--output must be a folder, but {out_dir} is a file")
     jobs = collect_images(args.images, args.input_dir, args.file_list, exclude=out_dir)
-    shard = shard_from_env()
-    args.device = _device_for(args, shard.local_rank, shard.world_size)
-    model = model_from_args(args)
-    generator = EverythingGenerator(model, config)
-    with distributed(shard):
+    # Ranks only meet at the end (for the index), so a slow rank may keep the others
+    # waiting for hours: gloo (no GPU stream held) and a long timeout.
+    with runtime(args.device, BATCH_BARRIER_TIMEOUT, backend="gloo") as rt:
+        args.device = str(rt.device)
+        model = model_from_args(args)
+        generator = EverythingGenerator(model, config)
         summary = run_batch(
             generator,
             jobs,
             out_dir,
-            shard=shard,
+            runtime=rt,
             overlay=args.overlay,
             overwrite=args.overwrite,
             index_parts=args.index,
             progress=not args.no_progress,
         )
-        where = f"rank {shard.rank}/{shard.world_size}: " if shard.world_size > 1 else ""
+        where = f"rank {rt.rank}/{rt.world_size}: " if rt.distributed else ""
         print(
             f"{where}images processed {summary.processed}, already done {summary.already_done}, "
             f"failed {len(summary.failed)}; {summary.regions} regions in {summary.seconds:.1f} s",
@@ -142,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
         for path, reason in summary.failed:
             print(f"{where}failed: {path}: {reason}", file=sys.stderr)
         if args.index:
-            barrier()
-            if shard.rank == 0:
+            rt.barrier()
+            if rt.is_main:
                 counts = write_index(jobs, out_dir, out_dir / "index.jsonl")
                 print(f"wrote {out_dir / 'index.jsonl'} ({', '.join(f'{n} {s}' for s, n in counts.items())})", file=sys.stderr)
     return 0

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from tapkit.cli.common import add_model_options, model_from_args, parse_numbers
 from tapkit.errors import UserError
-from tapkit.predictor.image import as_rgb_array
+from tapkit.inputs.image import as_rgb_array
 from tapkit.predictor.predictor import Predictor
-from tapkit.predictor.prompts import Prompt, encode_prompt
+from tapkit.inputs.prompts import Prompt, encode_prompt
 from tapkit.utils.atomic import write_text_atomic, write_with
 from tapkit.utils.overlay import draw_overlay, region_label
 

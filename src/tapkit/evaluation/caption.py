@@ -13,8 +13,7 @@ from pathlib import Path
 
 from tapkit.evaluation.caption_metrics import DEFAULT_METRICS, score_captions
 from tapkit.evaluation.data import DataError, GroundTruth, ImageItem, load_ground_truth, read_json, select_images, xywh_to_xyxy
-from tapkit.evaluation.distributed import DistContext
-from tapkit.evaluation.prompting import box_prompts, decode_in_batches
+from tapkit.evaluation.prompting import decode_in_batches
 from tapkit.evaluation.report import EvalReport
 from tapkit.evaluation.runner import InferFn, run_images
 from tapkit.evaluation.setup import EvalSetup
@@ -22,6 +21,7 @@ from tapkit.evaluation.store import PredictionStore
 from tapkit.errors import UserError
 from tapkit.predictor.predictor import Predictor
 from tapkit.utils.atomic import write_text_atomic
+from tapkit.runtime import Runtime
 
 PREDICTIONS_FILE = "predictions.json"
 
@@ -40,7 +40,7 @@ def caption_infer(predictor: Predictor, gt: GroundTruth, max_batch: int) -> Infe
     def infer(item: ImageItem, rgb) -> dict:
         anns = gt.anns_by_image[item.image_id]
         predictor.set_image(rgb)
-        prompts = box_prompts(xywh_to_xyxy([a["bbox"] for a in anns]))
+        prompts = predictor.model.protocol.box_prompts(xywh_to_xyxy([a["bbox"] for a in anns]))
         captions: list[str] = []
         for _, decoded in decode_in_batches(predictor, prompts, max_batch):
             captions += predictor.caption(decoded.sem_tokens)
@@ -126,15 +126,15 @@ def _report(gt: GroundTruth, image_ids: list, captions: dict, metrics: tuple[str
     return EvalReport("caption", scores.metrics, model or {}, data, settings, timing, scores.notes)
 
 
-def evaluate(setup: EvalSetup, predictor: Predictor, model_info: dict, ctx: DistContext, metrics: tuple[str, ...] = DEFAULT_METRICS) -> EvalReport | None:
+def evaluate(setup: EvalSetup, predictor: Predictor, model_info: dict, ctx: Runtime, metrics: tuple[str, ...] = DEFAULT_METRICS) -> EvalReport | None:
     """Captions every GT box, sharded over ranks; rank 0 scores and returns the report."""
-    if predictor.model.text_decoder is None or predictor.model.tokenizer is None:
+    if not predictor.model.can_caption:
         raise UserError("captioning needs a checkpoint with a text decoder and --tokenizer")
     gt = load_caption_gt(setup.gt)
     items = select_images(gt, setup.images_dir, setup.limit)
     work = [item for item in items if gt.anns_by_image.get(item.image_id)]
     model = predictor.model
-    max_text_len = getattr(model.text_decoder, "max_text_len", None) or model.generation.max_new_tokens  # TAP or SCA
+    max_text_len = model.max_caption_tokens
     settings = {"prompts": "gt boxes (mask 0)", "max_text_len": max_text_len, "limit": setup.limit, "metrics": list(metrics)}
     run_key = {"benchmark": "caption", "model": model_info, **setup.data_key()}
     store = PredictionStore.open(setup.shard_dir, run_key, ctx, setup.fresh)

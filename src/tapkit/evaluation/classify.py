@@ -21,8 +21,7 @@ import torch
 from tapkit.errors import UserError
 from tapkit.evaluation.data import GroundTruth, ImageItem, load_ground_truth, select_images, xywh_to_xyxy
 from tapkit.evaluation.detection_metrics import coco_from_dataset, detection_ap
-from tapkit.evaluation.distributed import DistContext
-from tapkit.evaluation.prompting import box_prompts, decode_in_batches
+from tapkit.evaluation.prompting import decode_in_batches
 from tapkit.evaluation.report import EvalReport
 from tapkit.evaluation.runner import InferFn, run_images
 from tapkit.evaluation.setup import EvalSetup
@@ -30,6 +29,7 @@ from tapkit.evaluation.store import PredictionStore
 from tapkit.models.tap.concepts import ConceptVocabulary
 from tapkit.predictor.predictor import Predictor
 from tapkit.utils.atomic import write_with
+from tapkit.runtime import Runtime
 
 MIN_PROB = 0.001
 NMS_IOU = 0.5
@@ -103,7 +103,7 @@ def classify_infer(predictor: Predictor, gt: GroundTruth, max_batch: int, max_de
         boxes = xywh_to_xyxy([a["bbox"] for a in gt.anns_by_image[item.image_id]])
         predictor.set_image(rgb)
         probs, iou = [], []
-        for _, decoded in decode_in_batches(predictor, box_prompts(boxes), max_batch):
+        for _, decoded in decode_in_batches(predictor, predictor.model.protocol.box_prompts(boxes), max_batch):
             probs.append(class_probabilities(vocab, decoded.sem_embeds))
             iou.append(decoded.iou.float().cpu().numpy())
         return {"detections": boxes_to_detections(boxes, np.concatenate(probs), np.concatenate(iou), max_dets, score)}
@@ -142,7 +142,7 @@ def evaluate(
     setup: EvalSetup,
     predictor: Predictor,
     model_info: dict,
-    ctx: DistContext,
+    ctx: Runtime,
     max_dets: int = 300,
     protocol: str = "auto",
     score: str = "reference",

@@ -14,9 +14,9 @@ import numpy as np
 from tqdm import tqdm
 
 from tapkit.evaluation.data import ImageItem
-from tapkit.evaluation.distributed import DistContext
 from tapkit.evaluation.store import PredictionStore
-from tapkit.predictor.image import read_image
+from tapkit.inputs.image import read_image
+from tapkit.runtime import Runtime
 
 # Image -> JSON-ready record of that image's predictions (without "image_id").
 InferFn = Callable[[ImageItem, np.ndarray], dict]
@@ -57,7 +57,7 @@ def read_ahead(items: Iterable[ImageItem], depth: int = 2) -> Iterator[tuple[Ima
             yield item, future.result()
 
 
-def run_images(items: Sequence[ImageItem], infer: InferFn, ctx: DistContext, store: PredictionStore, desc: str) -> InferenceRun:
+def run_images(items: Sequence[ImageItem], infer: InferFn, ctx: Runtime, store: PredictionStore, desc: str) -> InferenceRun:
     """Runs `infer` on this rank's unsaved images, then gathers everything on rank 0."""
     start = time.perf_counter()
     done = store.done_ids()

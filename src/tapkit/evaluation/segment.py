@@ -23,8 +23,7 @@ from pycocotools import mask as mask_utils
 from tapkit.errors import UserError
 from tapkit.evaluation.data import DataError, GroundTruth, ImageItem, load_ground_truth, read_json, select_images, xywh_to_xyxy
 from tapkit.evaluation.detection_metrics import coco_from_dataset, detection_ap
-from tapkit.evaluation.distributed import DistContext
-from tapkit.evaluation.prompting import box_prompts, click_prompts, decode_in_batches
+from tapkit.evaluation.prompting import decode_in_batches
 from tapkit.evaluation.report import EvalReport, file_summary
 from tapkit.evaluation.runner import InferFn, run_images
 from tapkit.evaluation.setup import EvalSetup
@@ -32,6 +31,7 @@ from tapkit.evaluation.store import PredictionStore
 from tapkit.predictor.predictor import Predictor
 from tapkit.utils.atomic import write_with
 from tapkit.utils.rle import decode_rle, encode_rle
+from tapkit.runtime import Runtime
 
 SEGMENTATIONS_FILE = "segmentations.json"
 
@@ -75,7 +75,7 @@ def mask_infer(predictor: Predictor, detections: dict, max_batch: int) -> InferF
         boxes = xywh_to_xyxy([d[0] for d in dets])
         predictor.set_image(rgb)
         masks: list[dict] = []
-        for _, decoded in decode_in_batches(predictor, box_prompts(boxes), max_batch):
+        for _, decoded in decode_in_batches(predictor, predictor.model.protocol.box_prompts(boxes), max_batch):
             masks += [encode_rle(m) for m in predictor.upscale_masks(decoded.mask_logits)]
         return {
             "category_ids": [int(np.float32(d[1])) for d in dets],
@@ -99,7 +99,7 @@ def evaluate_masks(
     setup: EvalSetup,
     predictor: Predictor,
     model_info: dict,
-    ctx: DistContext,
+    ctx: Runtime,
     detections_path=None,
     protocol: str = "auto",
 ) -> EvalReport | None:
@@ -177,7 +177,7 @@ def points_infer(predictor: Predictor, gt: GroundTruth, clicks: tuple[int, ...],
             ious[str(k)] = []
             if points is None:
                 continue
-            for rows, decoded in decode_in_batches(predictor, click_prompts(points[:, :k]), max_batch):
+            for rows, decoded in decode_in_batches(predictor, predictor.model.protocol.click_prompts(points[:, :k]), max_batch):
                 pred = predictor.upscale_masks(decoded.mask_logits)
                 ious[str(k)] += [mask_iou(p, t) for p, t in zip(pred, masks[rows])]
         return {"ids": [a["id"] for a in anns], "ious": ious}
@@ -189,7 +189,7 @@ def evaluate_points(
     setup: EvalSetup,
     predictor: Predictor,
     model_info: dict,
-    ctx: DistContext,
+    ctx: Runtime,
     clicks: tuple[int, ...] = (1,),
     seed: int = 0,
 ) -> EvalReport | None:

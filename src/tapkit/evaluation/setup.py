@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tapkit.evaluation.report import file_summary
-from tapkit.models.tap.model import TapModel
+from tapkit.models.interface import PromptableModel
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,10 @@ class EvalSetup:
         return {"gt": file_summary(self.gt), "images_dir": str(Path(self.images_dir).resolve())}
 
 
-def describe_model(model: TapModel, checkpoint, tokenizer=None, concepts=None) -> dict:
+def describe_model(model: PromptableModel, checkpoint, tokenizer=None, concepts=None) -> dict:
     """The model's files and architecture, for reports and for telling runs apart (any
     family: an SCA is described by its backbone's encoder)."""
-    cfg = getattr(model, "backbone", model).cfg
-    enc = getattr(cfg, "image_encoder", None) or cfg.encoder
+    enc = model.encoder_config
     return {
         "family": model.family,
         "checkpoint": file_summary(checkpoint),

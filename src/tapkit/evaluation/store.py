@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 
 from tapkit.errors import UserError
-from tapkit.evaluation.distributed import DistContext
 from tapkit.utils.atomic import write_text_atomic
+from tapkit.runtime import Runtime
 
 MANIFEST = "run.json"
 SHARD_GLOB = "rank-*.jsonl"
@@ -53,7 +53,7 @@ class PredictionStore:
         return self.directory / f"rank-{self.rank:05d}.jsonl"
 
     @classmethod
-    def open(cls, directory: str | os.PathLike, run_key: dict, ctx: DistContext, fresh: bool = False) -> "PredictionStore":
+    def open(cls, directory: str | os.PathLike, run_key: dict, ctx: Runtime, fresh: bool = False) -> "PredictionStore":
         """Prepares the shard folder on every rank: checks that saved predictions come
         from the same run (`run_key`), or deletes them when `fresh`."""
         directory = Path(directory)

@@ -8,8 +8,6 @@ skipped. An optional JSONL index lists every image of the run with its status.""
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import json
 import os
 import sys
@@ -17,15 +15,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch.distributed as dist
 from tqdm import tqdm
 
 from tapkit.errors import UserError
 from tapkit.everything.generator import EverythingGenerator, EverythingResult
-from tapkit.predictor.image import read_image
+from tapkit.inputs.image import read_image
+from tapkit.runtime import Runtime
 from tapkit.utils.atomic import write_text_atomic, write_with
 from tapkit.utils.overlay import draw_overlay
 
@@ -46,15 +44,6 @@ class ImageJob:
 
     def overlay_path(self, out_dir: Path) -> Path:
         return out_dir / f"{self.key}.overlay.png"
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's place in the job: rank r of world_size takes images[r::world_size]."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
 
 
 @dataclass
@@ -124,31 +113,6 @@ def collect_images(
     return sorted(jobs.values(), key=lambda job: job.key)
 
 
-def shard_from_env() -> Shard:
-    """The rank and world size torchrun sets (a single process without it)."""
-    env = os.environ
-    return Shard(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
-
-
-@contextlib.contextmanager
-def distributed(shard: Shard, timeout_hours: float = 72.0) -> Iterator[None]:
-    """A gloo process group for the run when there is more than one rank. Ranks only
-    meet at the end (for the index), so the timeout is long: a slow rank is fine."""
-    if shard.world_size == 1 or dist.is_initialized():
-        yield
-        return
-    dist.init_process_group("gloo", timeout=datetime.timedelta(hours=timeout_hours))
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def _read(job: ImageJob):
     try:
         return read_image(job.path)
@@ -169,7 +133,7 @@ def run_batch(
     generator: EverythingGenerator,
     jobs: Sequence[ImageJob],
     out_dir: str | os.PathLike,
-    shard: Shard = Shard(),
+    runtime: Runtime = Runtime(),
     overlay: bool = False,
     overwrite: bool = False,
     index_parts: bool = False,
@@ -179,13 +143,13 @@ def run_batch(
     With `index_parts`, appends one JSON line per image to out_dir/.index-parts/."""
     out_dir = Path(out_dir)
     start = time.perf_counter()
-    mine = list(jobs[shard.rank :: shard.world_size])
+    mine = runtime.shard(jobs)
     todo = [job for job in mine if overwrite or not job.result_path(out_dir).is_file()]
     summary = BatchSummary(assigned=len(mine), already_done=len(mine) - len(todo))
-    part = out_dir / INDEX_PARTS / f"rank{shard.rank}-of-{shard.world_size}.jsonl" if index_parts else None
+    part = out_dir / INDEX_PARTS / f"rank{runtime.rank}-of-{runtime.world_size}.jsonl" if index_parts else None
     if part is not None:
         part.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(todo), desc="everything", unit="img", disable=not progress or shard.rank != 0, file=sys.stderr)
+    bar = tqdm(total=len(todo), desc="everything", unit="img", disable=not progress or runtime.rank != 0, file=sys.stderr)
     with ThreadPoolExecutor(max_workers=1) as reader:
         upcoming = reader.submit(_read, todo[0]) if todo else None
         for i, job in enumerate(todo):
@@ -193,7 +157,7 @@ def run_batch(
             upcoming = reader.submit(_read, todo[i + 1]) if i + 1 < len(todo) else None
             if isinstance(rgb, UserError):
                 summary.failed.append((str(job.path), str(rgb)))
-                tqdm.write(f"rank {shard.rank}: skipped {job.path}: {rgb}", file=sys.stderr)
+                tqdm.write(f"rank {runtime.rank}: skipped {job.path}: {rgb}", file=sys.stderr)
                 line = {"image": str(job.path), "key": job.key, "status": "failed", "error": str(rgb)}
             else:
                 began = time.perf_counter()
@@ -201,7 +165,7 @@ def run_batch(
                     result = generator.generate(rgb)
                     write_result(job, out_dir, result, rgb, overlay)
                 except Exception:
-                    tqdm.write(f"rank {shard.rank}: error while processing {job.path}", file=sys.stderr)
+                    tqdm.write(f"rank {runtime.rank}: error while processing {job.path}", file=sys.stderr)
                     raise
                 summary.processed += 1
                 summary.regions += len(result.regions)
@@ -217,7 +181,7 @@ def run_batch(
                 }
             if part is not None:
                 with part.open("a") as f:
-                    f.write(json.dumps({**line, "rank": shard.rank, "time": time.time()}) + "\n")
+                    f.write(json.dumps({**line, "rank": runtime.rank, "time": time.time()}) + "\n")
             bar.update(1)
             bar.set_postfix(regions=summary.regions, failed=len(summary.failed), refresh=False)
     bar.close()

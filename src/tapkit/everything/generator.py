@@ -3,11 +3,13 @@ caption only the regions that survive.
 
 Pipeline for one image (every stage is timed):
   encode      the image (and each crop, with multi-scale crops) once;
-  decode      grid points in batches; each point gives masks 1-3 (the point-prompt
-              masks of TAP; mask 0 answers box prompts) or only the routed best one;
-  filter      on the low-resolution logits: predicted IoU, stability score, empty and
-              crop-edge masks, then box NMS inside each crop and across crops;
-  postprocess upscale the survivors to the image size, remove small islands and holes;
+  decode      grid points in batches, through the family's protocol (prompt layout,
+              coordinate frame) exactly as the predictor decodes a click; each point
+              gives the protocol's multimask candidates or only its routed best mask;
+  filter      as SamAutomaticMaskGenerator: predicted IoU first, then only the
+              survivors are upscaled and scored for stability on the upscaled logits;
+              empty and crop-edge masks go, then box NMS inside each crop and across crops;
+  postprocess upscale the kept masks to the image size, remove small islands and holes;
   concepts    top-k concept names of the kept regions, in one batch;
   captions    captions of the kept regions, batched.
 """
@@ -16,27 +18,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from tapkit.errors import UserError
 from tapkit.everything.filters import mask_boxes, near_crop_edge, nms, remove_small_regions, stability_score
 from tapkit.everything.grid import CropBox, crop_boxes, crop_points, layer_points_per_side
-from tapkit.models.tap.model import TapModel
-from tapkit.models.tap.prompt_encoder import FOREGROUND, PADDING
-from tapkit.predictor.image import ResizeInfo, as_rgb_array
-from tapkit.predictor.predictor import ImageEmbedding, Predictor, select_masks
+from tapkit.inputs.image import ResizeInfo, as_rgb_array
+from tapkit.models.interface import PromptableModel
+from tapkit.models.outputs import DecoderOutput
+from tapkit.predictor.predictor import MASK_THRESHOLD, ImageEmbedding, Predictor, upscale_logits
 from tapkit.predictor.results import mask_bbox
 from tapkit.utils.rle import encode_rle
 
 MASKS_PER_POINT = ("all", "best")
-POINT_MASKS = (1, 2, 3)  # TAP's point-prompt masks; mask 0 is the box-prompt mask
 
 
 @dataclass(frozen=True)
@@ -45,11 +44,11 @@ class EverythingConfig:
 
     points_per_side: grid of points_per_side^2 prompts on the image (and on each crop,
       divided by crop_points_downscale^layer). points_per_batch: prompts decoded at once.
-    masks_per_point: "all" keeps masks 1-3 of every point as candidates (SAM's
-      multimask rule), "best" only the one TAP's routing picks by predicted IoU.
+    masks_per_point: "all" keeps every point's multimask candidates (masks 1-3, SAM's
+      multimask rule), "best" only the one the family's routing picks.
     pred_iou_thresh: keep masks whose predicted IoU is above this.
     stability_thresh / stability_offset: keep masks whose stability score (IoU of the
-      masks thresholded at +offset and -offset logits) is at least this.
+      upscaled masks thresholded at +offset and -offset logits) is at least this.
     box_nms_thresh: box IoU above which the lower-scored of two masks is dropped.
     crop_layers: extra layers of crops (layer i: 2^i x 2^i tiles); 0 = whole image only.
     crop_overlap_ratio, crop_points_downscale, crop_nms_thresh: tiling overlap, grid
@@ -141,8 +140,8 @@ class FilterCounts:
 @dataclass
 class EverythingRegion:
     """One kept region. mask: (H, W) bool; bbox [x, y, w, h] of the mask; score:
-    predicted IoU; stability: stability score (on the low-resolution logits);
-    point: the grid point (x, y) that prompted it; mask_index: which of TAP's masks;
+    predicted IoU; stability: stability score (on the upscaled logits, as SAM);
+    point: the grid point (x, y) that prompted it; mask_index: which of the model's masks;
     crop_box: [x, y, w, h] of the crop it was found in."""
 
     mask: np.ndarray
@@ -225,24 +224,16 @@ class Candidates:
         return cls(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
 
 
-def upscale_logits(logits: torch.Tensor, info: ResizeInfo, image_size: int) -> torch.Tensor:
-    """(N, 4h, 4w) low-resolution logits -> (N, H, W) bool masks of the original size,
-    exactly as the predictor does it (padded input size, crop, original size, > 0)."""
-    (rh, rw), (oh, ow) = info.resized_size, info.original_size
-    x = F.interpolate(logits.unsqueeze(1), (image_size, image_size), mode="bilinear", align_corners=False)
-    x = F.interpolate(x[..., :rh, :rw], (oh, ow), mode="bilinear", align_corners=False)
-    return x[:, 0].gt(0)
-
-
 class EverythingGenerator:
-    """Segments, names and captions every region of an image with a TAP model.
+    """Segments, names and captions every region of an image with a promptable model
+    (TAP, SAM, SCA: names where the model `can_name`, captions where it `can_caption`).
 
     >>> generator = EverythingGenerator(model, EverythingConfig(points_per_side=16))
     >>> result = generator.generate("photo.jpg")
     >>> [(r.concept, r.caption) for r in result.regions]
     """
 
-    def __init__(self, model: TapModel, config: EverythingConfig | None = None):
+    def __init__(self, model: PromptableModel, config: EverythingConfig | None = None):
         self.model = model
         self.config = config or EverythingConfig()
         self.predictor = Predictor(model, max_batch=self.config.points_per_batch)
@@ -302,6 +293,7 @@ class EverythingGenerator:
         if embedding is None:
             with self._stage(timings, "encode"):
                 embedding = self.predictor.embed_image(rgb[crop.y0 : crop.y1, crop.x0 : crop.x1])
+        self.predictor.set_embedding(embedding)
         side = layer_points_per_side(cfg.points_per_side, crop.layer, cfg.crop_points_downscale)
         points = crop_points(crop, side)
         counts.points += len(points)
@@ -309,7 +301,7 @@ class EverythingGenerator:
         for start in range(0, len(points), cfg.points_per_batch):
             batch = points[start : start + cfg.points_per_batch]
             with self._stage(timings, "decode"):
-                out = self._decode(embedding.embedding, embedding.info, batch)
+                out = self._decode(batch)
             with self._stage(timings, "filter"):
                 parts.append(self._filter(out, embedding.info, batch, crop, crop_index, rgb.shape[:2], counts))
         with self._stage(timings, "filter"):
@@ -317,25 +309,23 @@ class EverythingGenerator:
             candidates = candidates.select(nms(candidates.boxes, candidates.iou, cfg.box_nms_thresh))
         return candidates, embedding.info
 
-    def _decode(self, image_embed: torch.Tensor, info: ResizeInfo, points: np.ndarray):
-        """points (N, 2) crop pixels -> the decoder output for N one-click prompts."""
-        n = len(points)
-        prompts = np.zeros((n, 2, 3), np.float32)
-        prompts[:, 0, :2] = points * np.float32(info.scale)
-        prompts[:, 0, 2] = FOREGROUND
-        prompts[:, 1, 2] = PADDING
-        xy = torch.from_numpy(prompts[:, :, :2])
-        labels = torch.from_numpy(prompts[:, :, 2].astype(np.int64))
-        return self.model.decode(image_embed, xy, labels)
+    def _decode(self, points: np.ndarray) -> tuple[DecoderOutput, torch.Tensor]:
+        """points (N, 2) crop pixels -> every mask of N one-click prompts, decoded as the
+        predictor decodes a click, and the prompts' labels."""
+        return self.predictor.decode_all(self.model.protocol.click_prompts(points[:, None, :]))
 
-    def _filter(self, out, info: ResizeInfo, points: np.ndarray, crop: CropBox, crop_index: int, image_hw, counts: FilterCounts) -> Candidates:
+    def _filter(self, decoded: tuple[DecoderOutput, torch.Tensor], info: ResizeInfo, points: np.ndarray, crop: CropBox, crop_index: int, image_hw, counts: FilterCounts) -> Candidates:
+        """SamAutomaticMaskGenerator's order: predicted IoU, then stability of the upscaled
+        logits (only the IoU survivors are upscaled), then empty and crop-edge masks."""
         cfg = self.config
-        n = out.iou.shape[0]
+        out, labels = decoded
+        n, num_masks = out.iou.shape
         device = out.iou.device
+        protocol = self.model.protocol
         if cfg.masks_per_point == "all":
-            choice = torch.tensor(POINT_MASKS, device=device).expand(n, -1)
+            choice = torch.tensor(protocol.multimask(num_masks), device=device).expand(n, -1)
         else:
-            choice = select_masks(out.iou, torch.zeros(n, dtype=torch.bool, device=device)).unsqueeze(1)
+            choice = protocol.select_masks(out.iou, labels).unsqueeze(1)
         rows = torch.arange(n, device=device).unsqueeze(1).expand_as(choice)
         iou = out.iou[rows, choice].flatten()
         counts.candidates += iou.numel()
@@ -343,12 +333,7 @@ class EverythingGenerator:
         counts.passed_iou += keep.numel()
         rows, choice = rows.flatten()[keep], choice.flatten()[keep]
         logits = out.mask_logits[rows, choice]
-        stride = self.model.image_size / logits.shape[-1]
-        rh, rw = info.resized_size
-        valid = logits[:, : math.ceil(rh / stride), : math.ceil(rw / stride)]
-        stability = stability_score(valid, cfg.stability_offset)
-        boxes = mask_boxes(valid.gt(0)).to(device) * (stride / info.scale)
-        boxes = torch.minimum(boxes, torch.tensor([crop.width, crop.height] * 2, dtype=torch.float32, device=device))
+        stability, boxes = self._stability_and_boxes(logits, info)
         boxes = boxes + torch.tensor([crop.x0, crop.y0] * 2, dtype=torch.float32, device=device)
         good = stability.ge(cfg.stability_thresh) & (boxes[:, 2] > boxes[:, 0])
         if crop.layer > 0:
@@ -369,6 +354,19 @@ class EverythingGenerator:
             sem_tokens=out.sem_tokens[rows, choice],
             sem_embeds=out.sem_embeds[rows, choice],
         )
+
+    def _stability_and_boxes(self, logits: torch.Tensor, info: ResizeInfo, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-resolution logits (K, 4h, 4w) -> stability scores (K,) of the logits upscaled
+        to the crop's size, and the boxes (K, 4) of their masks in crop pixels. Upscaled
+        a few at a time, so memory stays that of `chunk` full-size masks."""
+        stability, boxes = [], []
+        for start in range(0, len(logits), chunk):
+            up = upscale_logits(logits[start : start + chunk], info, self.model.image_size)
+            stability.append(stability_score(up, self.config.stability_offset, MASK_THRESHOLD))
+            boxes.append(mask_boxes(up.gt(MASK_THRESHOLD)))
+        if not stability:
+            return logits.new_zeros(0, dtype=torch.float32), logits.new_zeros((0, 4), dtype=torch.float32)
+        return torch.cat(stability), torch.cat(boxes)
 
     def _nms_across_crops(self, candidates: Candidates, crops: list[CropBox]) -> Candidates:
         """Overlapping masks from different crops: the one from the smaller crop wins
@@ -422,7 +420,7 @@ class EverythingGenerator:
             members = (candidates.crop == crop_index).nonzero().squeeze(1).tolist()
             for start in range(0, len(members), chunk):
                 part = members[start : start + chunk]
-                local = upscale_logits(candidates.logits[part], info, self.model.image_size).cpu().numpy()
+                local = upscale_logits(candidates.logits[part], info, self.model.image_size).gt(MASK_THRESHOLD).cpu().numpy()
                 for i, m in zip(part, local):
                     if crop.area == height * width:
                         masks[i] = m
@@ -433,16 +431,14 @@ class EverythingGenerator:
         return masks  # type: ignore[return-value]
 
     def _name(self, regions: list[EverythingRegion], sem_embeds: torch.Tensor) -> None:
-        vocab = self.model.concepts
-        if vocab is None or self.config.top_k == 0 or not regions:
+        if not self.model.can_name or self.config.top_k == 0 or not regions:
             return
-        top = vocab.top_k(sem_embeds, self.config.top_k)
-        for region, idx, prob in zip(regions, top.indices.tolist(), top.probs.tolist()):
-            region.concepts = [(vocab.names[j], float(p)) for j, p in zip(idx, prob)]
-            region.concept, region.concept_score = region.concepts[0]
+        for region, names in zip(regions, self.model.concepts.top_names(sem_embeds, self.config.top_k)):
+            region.concepts = names
+            region.concept, region.concept_score = names[0]
 
     def _caption(self, regions: list[EverythingRegion], sem_tokens: torch.Tensor) -> None:
-        if not self.config.captions or not regions:
+        if not self.config.captions or not self.model.can_caption or not regions:
             return
         step = self.config.caption_batch
         for start in range(0, len(regions), step):
@@ -456,7 +452,7 @@ def _xyxy(bbox: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     return (x, y, x + w, y + h)
 
 
-def tokenize_everything(model: TapModel, image, config: EverythingConfig | None = None, **settings) -> EverythingResult:
+def tokenize_everything(model: PromptableModel, image, config: EverythingConfig | None = None, **settings) -> EverythingResult:
     """Every region of one image, segmented, named and captioned.
     `settings` override fields of `config` (e.g. points_per_side=16, captions=False)."""
     config = dataclasses.replace(config or EverythingConfig(), **settings)

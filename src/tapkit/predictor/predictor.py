@@ -20,12 +20,26 @@ import torch
 from torch.nn import functional as F
 
 from tapkit.errors import UserError
-from tapkit.models.tap.protocol import ROUTING_OFFSET, select_masks
-from tapkit.predictor.image import ResizeInfo, as_rgb_array
-from tapkit.predictor.prompts import Prompt, PromptError
+from tapkit.inputs.image import ResizeInfo, as_rgb_array
+from tapkit.inputs.prompts import Prompt, PromptError
+from tapkit.models.interface import PromptableModel
+from tapkit.models.outputs import DecoderOutput
 from tapkit.predictor.results import Region, mask_bbox
 
-__all__ = ["ROUTING_OFFSET", "DecodedPrompts", "ImageEmbedding", "Predictor", "select_masks"]
+__all__ = ["MASK_THRESHOLD", "DecodedPrompts", "ImageEmbedding", "Predictor", "upscale_logits"]
+
+
+# Logits above this are inside a mask (SAM's mask_threshold; TAP's reference uses 0 too).
+MASK_THRESHOLD = 0.0
+
+
+def upscale_logits(logits: torch.Tensor, info: ResizeInfo, image_size: int) -> torch.Tensor:
+    """(N, 4h, 4w) low-resolution logits -> (N, H, W) logits at the original size: upscaled
+    (bilinear) to the padded model input, cropped to the resized image, upscaled to the
+    original size (SAM's postprocess_masks; TAP's reference does the same)."""
+    (rh, rw), (oh, ow) = info.resized_size, info.original_size
+    x = F.interpolate(logits.unsqueeze(1), (image_size, image_size), mode="bilinear", align_corners=False)
+    return F.interpolate(x[..., :rh, :rw], (oh, ow), mode="bilinear", align_corners=False)[:, 0]
 
 
 @dataclass
@@ -50,7 +64,7 @@ class DecodedPrompts:
 
 
 class Predictor:
-    def __init__(self, model, max_batch: int = 64):
+    def __init__(self, model: PromptableModel, max_batch: int = 64):
         """model: any family's model from `tapkit.load_model` (TAP, SAM or SCA)."""
         self.model = model
         self.max_batch = max_batch
@@ -81,14 +95,19 @@ class Predictor:
         return [protocol.prompt_points(p if isinstance(p, Prompt) else Prompt.from_dict(p), w, h) for p in prompts]
 
     @torch.inference_mode()
-    def decode_points(self, points: np.ndarray) -> DecodedPrompts:
-        """Decodes prompts of equal length: points (N, P, 3) [x, y, label] in original
-        pixels; the model's protocol picks the mask that answers each prompt."""
+    def decode_all(self, points: np.ndarray) -> tuple[DecoderOutput, torch.Tensor]:
+        """Decodes prompts of equal length, points (N, P, 3) [x, y, label] in original
+        pixels, in the model input frame the family's protocol sets. Returns every mask
+        of every prompt (N, M, ...) and the labels (N, P) as the model saw them."""
         assert self.image is not None
-        protocol = self.model.protocol
-        xy, labels = protocol.input_frame(points, self.image.info)
-        out = self.model.decode(self.image.embedding, xy, labels)
-        index = protocol.select_masks(out.iou, labels.to(out.iou.device))
+        xy, labels = self.model.protocol.input_frame(points, self.image.info)
+        return self.model.decode(self.image.embedding, xy, labels), labels
+
+    @torch.inference_mode()
+    def decode_points(self, points: np.ndarray) -> DecodedPrompts:
+        """`decode_all`, then the mask the family's protocol routes each prompt to."""
+        out, labels = self.decode_all(points)
+        index = self.model.protocol.select_masks(out.iou, labels.to(out.iou.device))
         rows = torch.arange(len(index), device=index.device)
         return DecodedPrompts(
             mask_logits=out.mask_logits[rows, index],
@@ -99,14 +118,9 @@ class Predictor:
         )
 
     def upscale_masks(self, logits: torch.Tensor) -> np.ndarray:
-        """(N, 4h, 4w) low-resolution logits -> (N, H, W) bool masks at the original size:
-        upscale to the padded input, crop the image, upscale to the original, threshold at 0."""
+        """(N, 4h, 4w) low-resolution logits -> (N, H, W) bool masks at the original size."""
         assert self.image is not None
-        size = self.model.image_size
-        (rh, rw), (oh, ow) = self.image.info.resized_size, self.image.info.original_size
-        x = F.interpolate(logits.unsqueeze(1), (size, size), mode="bilinear", align_corners=False)
-        x = F.interpolate(x[..., :rh, :rw], (oh, ow), mode="bilinear", align_corners=False)
-        return x[:, 0].gt(0).cpu().numpy()
+        return upscale_logits(logits, self.image.info, self.model.image_size).gt(MASK_THRESHOLD).cpu().numpy()
 
     @torch.inference_mode()
     def caption(self, sem_tokens: torch.Tensor) -> list[str]:
@@ -140,13 +154,9 @@ class Predictor:
         decoded = self.decode_points(points)
         masks = self.upscale_masks(decoded.mask_logits)
         n = len(points)
-        names: list[list[tuple[str, float]]] = [[] for _ in range(n)]
-        vocab = self.model.concepts
-        if vocab is not None and top_k > 0:
-            top = vocab.top_k(decoded.sem_embeds, top_k)
-            for i, (idx, prob) in enumerate(zip(top.indices.tolist(), top.probs.tolist())):
-                names[i] = [(vocab.names[j], float(p)) for j, p in zip(idx, prob)]
-        texts = self.caption(decoded.sem_tokens) if captions else [None] * n
+        can_name = self.model.can_name and top_k > 0
+        names = self.model.concepts.top_names(decoded.sem_embeds, top_k) if can_name else [[] for _ in range(n)]
+        texts = self.caption(decoded.sem_tokens) if captions and self.model.can_caption else [None] * n
         iou = decoded.iou.tolist()
         mask_index = decoded.mask_index.tolist()
         has_embeds = embeddings and decoded.sem_embeds.shape[-1] > 0

@@ -21,13 +21,13 @@ from fastapi.staticfiles import StaticFiles
 
 from tapkit import __version__
 from tapkit.errors import UserError
-from tapkit.models.tap.model import TapModel
-from tapkit.predictor.prompts import Prompt, PromptError, encode_prompt
+from tapkit.models.interface import PromptableModel
+from tapkit.inputs.prompts import Prompt, PromptError, encode_prompt
 from tapkit.predictor.results import Region
 from tapkit.serve.batching import PromptBatcher
 from tapkit.serve.cache import CachedImage, EmbeddingCache
 from tapkit.serve.errors import ModelFailure, NotAvailable, ServeError, UnknownImage
-from tapkit.serve.everything import EverythingFn, find_everything
+from tapkit.serve.everything import EverythingFn, automatic_mode
 from tapkit.serve.limits import BodySizeLimit, decode_image
 from tapkit.serve.schemas import Health, ImageOut, RegionsOut, RegionsRequest
 from tapkit.serve.security import RequestOriginGuard, SecurityHeaders
@@ -39,13 +39,13 @@ log = logging.getLogger("tapkit.serve")
 STATIC_DIR = Path(__file__).parent / "static"
 UPLOAD_PATH = "/v1/images"
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
-FIND_EVERYTHING = object()  # create_app's default: look for tapkit.everything
+AUTOMATIC_MODE = object()  # create_app's default: tapkit's automatic mode
 
 @dataclass
 class ServerState:
     """Everything a request handler needs; one per app, no globals."""
 
-    model: TapModel
+    model: PromptableModel
     settings: ServeSettings
     worker: ModelWorker
     cache: EmbeddingCache
@@ -67,9 +67,10 @@ class ServerState:
         return {"image": {"id": entry.id, "width": entry.width, "height": entry.height}, "regions": masks}
 
 
-def create_app(model: TapModel, settings: ServeSettings | None = None, everything=FIND_EVERYTHING) -> FastAPI:
-    """The app serving `model`. `everything` is the automatic-mode function; by default
-    it is found in `tapkit.everything`, and without it /everything answers 501."""
+def create_app(model: PromptableModel, settings: ServeSettings | None = None, everything=AUTOMATIC_MODE) -> FastAPI:
+    """The app serving `model`. `everything` is the automatic-mode function: by default
+    tapkit's automatic mode (one generator for the app's model worker); None turns
+    /everything off (it answers 501)."""
     settings = settings or ServeSettings()
     worker = ModelWorker(model, settings.max_batch)
     state = ServerState(
@@ -79,7 +80,7 @@ def create_app(model: TapModel, settings: ServeSettings | None = None, everythin
         cache=EmbeddingCache(settings.cache_bytes),
         batcher=PromptBatcher(worker, settings.batch_window_s, settings.max_batch_prompts),
         pixel_pool=ThreadPoolExecutor(max_workers=2, thread_name_prefix="tapkit-pixels"),
-        everything=find_everything() if everything is FIND_EVERYTHING else everything,
+        everything=automatic_mode(model) if everything is AUTOMATIC_MODE else everything,
     )
 
     @asynccontextmanager
@@ -113,13 +114,12 @@ def create_app(model: TapModel, settings: ServeSettings | None = None, everythin
     @app.get("/healthz", response_model=Health, tags=["service"])
     async def healthz() -> dict:
         """Liveness, the model's capabilities, cache and batching counters, and the limits."""
-        concepts = model.concepts
         return {
             "status": "ok",
             "model": {
                 "image_size": model.image_size,
-                "captions": model.text_decoder is not None and model.tokenizer is not None,
-                "concepts": len(concepts) if concepts is not None else 0,
+                "captions": model.can_caption,
+                "concepts": len(model.concepts) if model.can_name else 0,
                 "device": str(model.device),
                 "everything": state.everything is not None,
             },
@@ -175,7 +175,7 @@ def create_app(model: TapModel, settings: ServeSettings | None = None, everythin
         entry = state.image(image_id)
         generate = state.everything
         if generate is None:
-            raise NotAvailable("automatic mode is not available in this install (module tapkit.everything not found)")
+            raise NotAvailable("automatic mode (tapkit.everything) is turned off in this server")
         decoded = await state.off_loop(decode_image, entry.upload, len(entry.upload), settings.max_pixels)
         found = await worker.run(worker.everything, generate, entry.embedding, decoded.rgb)
         return await state.regions_json(entry, found)

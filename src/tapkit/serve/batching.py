@@ -7,7 +7,7 @@ import asyncio
 import threading
 from dataclasses import dataclass, field
 
-from tapkit.predictor.prompts import Prompt
+from tapkit.inputs.prompts import Prompt
 from tapkit.predictor.results import Region
 from tapkit.serve.cache import CachedImage
 from tapkit.serve.worker import ModelWorker

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from starlette.exceptions import HTTPException
 
-from tapkit.predictor.image import pil_to_rgb
+from tapkit.inputs.image import pil_to_rgb
 from tapkit.serve.errors import PayloadTooLarge, UnreadableImage, UnsupportedImage
 from tapkit.serve.security import reply
 

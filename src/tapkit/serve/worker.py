@@ -12,9 +12,9 @@ from typing import Callable, Sequence, TypeVar
 import numpy as np
 
 from tapkit.errors import UserError
-from tapkit.models.tap.model import TapModel
+from tapkit.models.interface import PromptableModel
 from tapkit.predictor.predictor import ImageEmbedding, Predictor
-from tapkit.predictor.prompts import Prompt
+from tapkit.inputs.prompts import Prompt
 from tapkit.predictor.results import Region
 from tapkit.serve.everything import EverythingFn, JsonRegion
 from tapkit.serve.errors import ModelFailure
@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 
 class ModelWorker:
-    def __init__(self, model: TapModel, max_batch: int):
+    def __init__(self, model: PromptableModel, max_batch: int):
         self.model = model
         self._predictor = Predictor(model, max_batch=max_batch)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tapkit-model")

@@ -15,7 +15,7 @@ from PIL import Image
 from tapkit.data.records import ImageRecord, SkipCounter, load_rgb
 from tapkit.data.semantic import SemanticTargets
 from tapkit.models.tap.tokenizer import TextTokenizer
-from tapkit.predictor.image import preprocess
+from tapkit.models.tap.protocol import preprocess
 
 MIN_MASK_PIXELS = 16
 

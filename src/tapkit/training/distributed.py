@@ -1,55 +1,17 @@
-"""torch.distributed set-up under torchrun (WORLD_SIZE / RANK / LOCAL_RANK), and
-wrapping the objective in DDP or FSDP."""
+"""Training across ranks: wrapping the objective in DDP or FSDP, and the collectives the
+loop needs. Ranks and devices come from `tapkit.runtime`."""
 
 from __future__ import annotations
-
-import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-
-@dataclass
-class DistInfo:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+from tapkit.runtime import Runtime
 
 
-def setup(device: str | None) -> DistInfo:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return DistInfo(rank, world, local, dev)
-
-
-def teardown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def wrap(module: nn.Module, info: DistInfo, kind: str) -> nn.Module:
-    if not info.enabled:
+def wrap(module: nn.Module, info: Runtime, kind: str) -> nn.Module:
+    if not info.distributed:
         return module
     if kind == "fsdp":
         # FSDP2: every transformer block is its own shard group, the rest belongs to the root.
@@ -68,16 +30,16 @@ def wrap(module: nn.Module, info: DistInfo, kind: str) -> nn.Module:
     return DDP(module, device_ids=ids, find_unused_parameters=True)
 
 
-def all_gather_objects(obj, info: DistInfo) -> list:
-    if not info.enabled:
+def all_gather_objects(obj, info: Runtime) -> list:
+    if not info.distributed:
         return [obj]
     out = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
 
 
-def mean_across_ranks(value: float, info: DistInfo) -> float:
-    if not info.enabled:
+def mean_across_ranks(value: float, info: Runtime) -> float:
+    if not info.distributed:
         return value
     t = torch.tensor([value], dtype=torch.float64, device=info.device if info.device.type == "cuda" else "cpu")
     dist.all_reduce(t)

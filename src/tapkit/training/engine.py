@@ -17,17 +17,12 @@ import torch
 from torch import nn
 
 from tapkit.checkpoint.io import save_safetensors
-from tapkit.errors import UserError
-from tapkit.loading import load_model
-from tapkit.models.tap.concepts import ConceptVocabulary
-from tapkit.models.tap.model import TapModel, is_derived_key
-from tapkit.models.tap.tokenizer import TextTokenizer
+from tapkit.models.interface import PromptableModel
+from tapkit.runtime import Runtime, runtime
 from tapkit.training import distributed
 from tapkit.training.checkpoint import TrainState, load_train_state, rng_state, save_train_state, set_rng_state
 from tapkit.training.config import TrainConfig, config_to_dict
-from tapkit.training.data import CaptionBatches, SegmentBatches
-from tapkit.training.objectives import TapObjective
-from tapkit.training.stages import Stage
+from tapkit.training.stages import Stage, clip, sca, tap_caption, tap_segment
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -39,7 +34,7 @@ class TrainResult:
     first_loss: float | None
     export: Path | None
     skipped_images: int
-    model: TapModel | None = field(default=None, repr=False)  # this rank's trained model
+    model: nn.Module | None = field(default=None, repr=False)  # this rank's trained model
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -52,33 +47,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return floor + (o.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def build_model(cfg: TrainConfig) -> TapModel:
-    m = cfg.model
-    tokenizer = TextTokenizer(m.tokenizer) if m.tokenizer else None
-    concepts = ConceptVocabulary.load(m.concepts) if m.concepts else None
-    if m.init_from:
-        return load_model(m.init_from, tokenizer=tokenizer, concepts=concepts, device="cpu").train()
-    tap_cfg = m.tap_config(tokenizer.n_words if tokenizer else None)
-    if concepts is not None and concepts.embed_dim != tap_cfg.image_decoder.sem_embed_dim:
-        raise UserError(f"concept embeddings are {concepts.embed_dim}-d but model.image_decoder.sem_embed_dim "
-                        f"is {tap_cfg.image_decoder.sem_embed_dim}")
-    return TapModel(tap_cfg, tokenizer, concepts).train()
-
-
-def freeze(model: TapModel, cfg: TrainConfig) -> None:
-    """Stage segment never trains the text decoder; `freeze` prefixes are fixed too.
-    Fully frozen sub-modules run in eval mode (batch norm statistics stay put)."""
-    prefixes = tuple(cfg.freeze) + (("text_decoder",) if cfg.stage == "segment" else ())
-    for name, p in model.named_parameters():
-        p.requires_grad_(not name.startswith(prefixes))
-    for child in model.children():
-        params = list(child.parameters())
-        if params and not any(p.requires_grad for p in params):
-            child.eval()
-    if not any(p.requires_grad for p in model.parameters()):
-        raise UserError("every parameter is frozen: nothing to train")
-
-
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """Weight decay on matrices and kernels only (not biases, norms, embeddings tables of size 1)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -88,60 +56,22 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
 
 
-def make_batches(cfg: TrainConfig, model: TapModel, info: distributed.DistInfo):
-    d = cfg.data
-    size = model.image_size
-    if cfg.stage == "segment":
-        from tapkit.data.sa1b import read_sa1b
-        from tapkit.data.semantic import SemanticTargets
-
-        if not d.sa1b:
-            raise UserError("stage segment needs data.sa1b (an SA-1B directory)")
-        semantic = SemanticTargets.load(d.semantic) if d.semantic else None
-        if semantic is not None and model.concepts is None:
-            raise UserError("data.semantic is set but model.concepts is not: the concept loss needs the concept file")
-        n_concepts = len(model.concepts) if model.concepts is not None else 0
-        return SegmentBatches(read_sa1b(d.sa1b), size, cfg.batch_images, cfg.seed, info.rank, info.world_size,
-                              d.prompts_per_image, semantic, n_concepts)
-    from tapkit.data.vg import read_vg
-
-    if not d.vg:
-        raise UserError("stage caption needs data.vg (a Visual Genome COCO-style JSON) and data.image_root")
-    if model.tokenizer is None or model.text_decoder is None:
-        raise UserError("stage caption needs model.tokenizer and a model with a text decoder")
-    records = read_vg(d.vg, d.image_root or Path(d.vg).parent)
-    return CaptionBatches(records, size, cfg.batch_images, cfg.seed, info.rank, info.world_size, d.prompts_per_image,
-                          model.tokenizer, model.text_decoder.cfg.max_seq_len - 1)
-
-
-TAP_STAGE = Stage(
-    build_model=build_model,
-    freeze=freeze,
-    objective=lambda model, cfg: TapObjective(model, cfg.loss, cfg.interactive_prob, cfg.caption_point_prob),
-    batches=make_batches,
-    export=lambda model, full_state: {k: v for k, v in full_state.items() if not is_derived_key(k)},
-)
+# The stages, by the name a config's `stage` gives (one module each under stages/).
+STAGES: dict[str, Stage] = {"segment": tap_segment.STAGE, "caption": tap_caption.STAGE, "sca": sca.STAGE,
+                            "clip": clip.STAGE}
 
 
 def stage_for(cfg: TrainConfig) -> Stage:
-    if cfg.stage == "clip":
-        from tapkit.training.clip import CLIP_STAGE
-
-        return CLIP_STAGE
-    if cfg.stage == "sca":
-        from tapkit.training.sca import SCA_STAGE
-
-        return SCA_STAGE
-    return TAP_STAGE
+    return STAGES[cfg.stage]
 
 
 def _identity(batch):
     return batch
 
 
-def _state_dicts(module: nn.Module, objective: TapObjective, optimizer, cfg: TrainConfig, info) -> tuple[dict, dict]:
+def _state_dicts(module: nn.Module, objective: nn.Module, optimizer, cfg: TrainConfig, info) -> tuple[dict, dict]:
     """Full (unsharded) model and optimizer state, on CPU; the model in official naming."""
-    if info.enabled and cfg.distributed == "fsdp":
+    if info.distributed and cfg.distributed == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
         model_sd, optim_sd = get_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -149,8 +79,8 @@ def _state_dicts(module: nn.Module, objective: TapObjective, optimizer, cfg: Tra
     return objective.model.state_dict(), optimizer.state_dict()
 
 
-def _load_states(module, objective: TapObjective, optimizer, state: TrainState, cfg: TrainConfig, info) -> None:
-    if info.enabled and cfg.distributed == "fsdp":
+def _load_states(module, objective: nn.Module, optimizer, state: TrainState, cfg: TrainConfig, info) -> None:
+    if info.distributed and cfg.distributed == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
         model_sd = {f"model.{k}": v for k, v in state.model.items()}
@@ -163,14 +93,11 @@ def _load_states(module, objective: TapObjective, optimizer, state: TrainState, 
 def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None) -> TrainResult:
     """Runs (or resumes) a stage. `stop_after` ends this run after that many steps,
     as an interruption would (used to check that resuming is exact)."""
-    info = distributed.setup(cfg.device)
-    try:
+    with runtime(cfg.device) as info:
         return _train(cfg, info, progress, stop_after)
-    finally:
-        distributed.teardown(info)
 
 
-def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool, stop_after: int | None) -> TrainResult:
+def _train(cfg: TrainConfig, info: Runtime, progress: bool, stop_after: int | None) -> TrainResult:
     from tqdm import tqdm
 
     out_dir = Path(cfg.out_dir)
@@ -183,9 +110,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, progress: bool, stop_af
         model.load_state_dict(state.model)
     stage.freeze(model, cfg)
     model.to(info.device)
-    concepts = getattr(model, "concepts", None)  # TAP's vocabulary holds a plain tensor, not a buffer
-    if concepts is not None:
-        concepts.weights = concepts.weights.to(info.device)
+    if isinstance(model, PromptableModel) and model.concepts is not None:  # a plain tensor, not a buffer
+        model.concepts.weights = model.concepts.weights.to(info.device)
     objective = stage.objective(model, cfg)
     module = distributed.wrap(objective, info, cfg.distributed)
     optimizer = make_optimizer(module, cfg)
@@ -257,8 +183,7 @@ def _checkpoint(module, objective, optimizer, cfg, info, step: int) -> None:
         model_sd = {k: v.detach().cpu() for k, v in model_sd.items()}
         save_train_state(TrainState(step, model_sd, optim_sd, rngs, config_to_dict(cfg), objective.model.cfg.to_dict()),
                          cfg.out_dir)
-    if info.enabled:
-        torch.distributed.barrier()
+    info.barrier()
 
 
 def _tensorboard(out_dir: Path):

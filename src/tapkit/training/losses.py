@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from tapkit.models.tap.prompt_encoder import BOX_TOP_LEFT
+from tapkit.inputs.labels import BOX_TOP_LEFT
 
 
 def sigmoid_focal(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tapkit.models.tap.prompt_encoder import BACKGROUND, BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, PADDING
+from tapkit.inputs.labels import BACKGROUND, BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, PADDING
 
 MAX_POINTS = 9
 

@@ -19,7 +19,7 @@ from tapkit.data.synth import COLOURS, SHAPES
 from tapkit.errors import UserError
 from tapkit.models.tap.model import TapModel
 from tapkit.predictor.predictor import Predictor
-from tapkit.predictor.prompts import Prompt
+from tapkit.inputs.prompts import Prompt
 from tapkit.training.cider import cider_d, tokenize
 
 

@@ -18,7 +18,9 @@ RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 
 
 def as_pil(image) -> Image.Image:
-    """A PIL image, an (H, W, 3) uint8 array or a path -> an RGB PIL image."""
+    """A PIL image, an (H, W, 3) uint8 array or a path -> an RGB PIL image, the way
+    open_clip's users feed it (`Image.open(path)`, then PIL's `convert("RGB")`): unlike
+    `tapkit.inputs.image`, no EXIF rotation, so embeddings match open_clip's."""
     if isinstance(image, (str, os.PathLike)):
         try:
             with Image.open(image) as im:

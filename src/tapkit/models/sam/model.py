@@ -44,6 +44,14 @@ class SamModel(nn.Module):
     def image_size(self) -> int:
         return self.cfg.encoder.image_size
 
+    can_name = False
+    can_caption = False
+    max_caption_tokens = None
+
+    @property
+    def encoder_config(self):
+        return self.cfg.encoder
+
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device

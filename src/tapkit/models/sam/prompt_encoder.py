@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from tapkit.inputs.labels import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PADDING
 from tapkit.models.sam.image_encoder import LayerNorm2d
 
-BACKGROUND, FOREGROUND, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT, PADDING = 0, 1, 2, 3, 4
 
 
 class PositionEmbeddingRandom(nn.Module):

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tapkit.models.sam.prompt_encoder import BACKGROUND, BOX_TOP_LEFT, FOREGROUND
-from tapkit.predictor.image import ResizeInfo
-from tapkit.predictor.prompts import Prompt, encode_prompt
+from tapkit.inputs.labels import BACKGROUND, BOX_TOP_LEFT, FOREGROUND
+from tapkit.inputs.image import ResizeInfo
+from tapkit.inputs.prompts import Prompt, box_points, click_points, encode_prompt
 
 
 def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -71,6 +71,17 @@ class SamProtocol:
         points = encode_prompt(prompt, width, height, dtype=np.float64)
         is_box = np.isin(points[:, 2], (BOX_TOP_LEFT, BOX_TOP_LEFT + 1))
         return np.concatenate([points[~is_box], points[is_box]])
+
+    def click_prompts(self, clicks: np.ndarray) -> np.ndarray:
+        # float64, as SamPredictor and the automatic mask generator hold coordinates
+        return click_points(clicks, np.float64)
+
+    def box_prompts(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        return box_points(boxes_xyxy, np.float64)
+
+    def multimask(self, num_masks: int) -> tuple[int, ...]:
+        # multimask_output=True returns masks 1..M-1
+        return tuple(range(1, num_masks))
 
     def input_frame(self, points: np.ndarray, info: ResizeInfo) -> tuple[torch.Tensor, torch.Tensor]:
         (old_h, old_w), (new_h, new_w) = info.original_size, info.resized_size

@@ -21,10 +21,18 @@ from torch import nn
 
 from tapkit.checkpoint.io import Checkpoint, CheckpointError
 from tapkit.errors import UserError
+from tapkit.models.family import Companions
+from tapkit.models.sam.build import HF_DECODER_NORM_EPS
+from tapkit.models.sam.config import infer_sam_config
+from tapkit.models.sam.family import FAMILY as SAM
 from tapkit.models.sca.config import TASKS, MixerConfig, ScaConfig
 from tapkit.models.sca.keys import is_released_sca, is_tapkit_sca, tapkit_state_from_released
 from tapkit.models.sca.model import ScaModel
 from tapkit.models.sca.tokenizer import load_caption_tokenizer
+from tapkit.models.tap.family import FAMILY as TAP
+
+# The segmenters an SCA can be built on (its backbone is recognised like any checkpoint).
+BACKBONE_FAMILIES = (TAP, SAM)
 
 HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "tokenizer_config.json")
 
@@ -114,10 +122,12 @@ def _load_trainable(model: ScaModel, tensors: Mapping[str, torch.Tensor], source
 
 
 def _backbone(tensors: Mapping[str, torch.Tensor], config: dict | None, path: Path) -> nn.Module:
-    from tapkit.models.families import Companions, build_from_checkpoint
-
-    sub = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-    return build_from_checkpoint(Checkpoint(sub, config, path), Companions())
+    """The frozen segmenter under the mixer: the `backbone.*` tensors as a SAM or TAP."""
+    sub = Checkpoint({k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}, config, path)
+    for family in BACKBONE_FAMILIES:
+        if family.recognizes(sub):
+            return family.build(sub, Companions())
+    raise CheckpointError(f"{path}: the SCA backbone is neither a SAM nor a TAP (none of their tensors were found)")
 
 
 def _tokenizer_for(path: Path, tokenizer, recorded: str | None):
@@ -159,9 +169,6 @@ def sca_from_checkpoint(checkpoint: Checkpoint, tokenizer=None) -> ScaModel:
 def released_config(checkpoint: Checkpoint) -> tuple[ScaConfig, dict[str, torch.Tensor]]:
     """The ScaConfig of a released checkpoint (its config.json and tensor shapes) and its
     tensors in tapkit's naming."""
-    from tapkit.models.sam.build import HF_DECODER_NORM_EPS
-    from tapkit.models.sam.config import infer_sam_config
-
     hf = (checkpoint.config or {}).get("hf_config")
     if not hf or "text_config" not in hf:
         raise CheckpointError(f"{checkpoint.path}: a released SCA checkpoint comes with its config.json (text_config missing)")

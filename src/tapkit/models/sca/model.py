@@ -97,7 +97,23 @@ class ScaModel(nn.Module):
 
     @property
     def concepts(self):
-        return getattr(self.backbone, "concepts", None)
+        return self.backbone.concepts
+
+    @property
+    def can_name(self) -> bool:
+        return self.backbone.can_name
+
+    @property
+    def can_caption(self) -> bool:
+        return self.tokenizer is not None
+
+    @property
+    def max_caption_tokens(self) -> int:
+        return self.generation.max_new_tokens
+
+    @property
+    def encoder_config(self):
+        return self.backbone.encoder_config
 
     @property
     def text_decoder(self) -> nn.Module:

@@ -69,3 +69,9 @@ class ConceptVocabulary:
         probs = self.logits(embeds).softmax(dim=-1)
         values, indices = probs.topk(min(k, len(self.names)), dim=-1)
         return TopConcepts(indices=indices, probs=values)
+
+    def top_names(self, embeds: torch.Tensor, k: int) -> list[list[tuple[str, float]]]:
+        """The k most probable names of each of N embeddings (N, D), best first, with
+        their probabilities: the one concept naming of the predictor and automatic mode."""
+        top = self.top_k(embeds, k)
+        return [[(self.names[j], float(p)) for j, p in zip(idx, prob)] for idx, prob in zip(top.indices.tolist(), top.probs.tolist())]

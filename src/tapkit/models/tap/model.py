@@ -53,6 +53,22 @@ class TapModel(nn.Module):
         return self.cfg.image_encoder.image_size
 
     @property
+    def can_name(self) -> bool:
+        return self.concepts is not None
+
+    @property
+    def can_caption(self) -> bool:
+        return self.text_decoder is not None and self.tokenizer is not None
+
+    @property
+    def max_caption_tokens(self) -> int | None:
+        return self.text_decoder.max_text_len if self.text_decoder is not None else None
+
+    @property
+    def encoder_config(self):
+        return self.cfg.image_encoder
+
+    @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-BACKGROUND, FOREGROUND, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT, PADDING = 0, 1, 2, 3, 4
+from tapkit.inputs.labels import PADDING
+
 
 # The official implementation uses this truncated value of pi; kept for bitwise parity.
 _PI = 3.1415926

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
 
-from tapkit.models.tap.prompt_encoder import BOX_TOP_LEFT
-from tapkit.predictor.image import PAD_VALUE_BGR, ResizeInfo, preprocess
-from tapkit.predictor.prompts import Prompt, encode_prompt
+from tapkit.inputs.image import ResizeInfo
+from tapkit.inputs.labels import BOX_TOP_LEFT
+from tapkit.inputs.prompts import Prompt, box_points, click_points, encode_prompt
+from tapkit.models.tap.config import PIXEL_MEAN_BGR
+
+# The reference pads a uint8 canvas with the float pixel mean, which truncates.
+PAD_VALUE_BGR = np.array(PIXEL_MEAN_BGR).astype(np.uint8)
 
 # The reference ranks masks by IoU plus this offset: +500 on mask 0 for box
 # prompts, -500 on mask 0 for point prompts (so points pick from masks 1-3).
@@ -23,6 +28,26 @@ def select_masks(iou: torch.Tensor, is_box: torch.Tensor) -> torch.Tensor:
     offset = torch.zeros_like(iou)
     offset[:, 0] = (is_box.to(iou.dtype) - 0.5) * ROUTING_OFFSET
     return (iou + offset).argmax(dim=1)
+
+
+def resize_scale(height: int, width: int, target: int) -> float:
+    """The reference's rule: fit the short side, unless the long side then exceeds the target."""
+    scale = float(target) / float(min(height, width))
+    if np.round(scale * max(height, width)) > target:
+        scale = float(target) / float(max(height, width))
+    return scale
+
+
+def preprocess(rgb: np.ndarray, target: int) -> tuple[np.ndarray, ResizeInfo]:
+    """(H, W, 3) uint8 RGB -> ((target, target, 3) uint8 BGR resized and padded, ResizeInfo)."""
+    h, w = rgb.shape[:2]
+    scale = resize_scale(h, w, target)
+    new_h, new_w = int(h * scale + 0.5), int(w * scale + 0.5)
+    resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR))
+    canvas = np.empty((target, target, 3), np.uint8)
+    canvas[:] = PAD_VALUE_BGR
+    canvas[:new_h, :new_w] = resized[:, :, ::-1]
+    return canvas, ResizeInfo((h, w), (new_h, new_w), float(np.float32(scale)))
 
 
 class TapProtocol:
@@ -44,6 +69,16 @@ class TapProtocol:
 
     def prompt_points(self, prompt: Prompt, width: int, height: int) -> np.ndarray:
         return encode_prompt(prompt, width, height)
+
+    def click_prompts(self, clicks: np.ndarray) -> np.ndarray:
+        return click_points(clicks)
+
+    def box_prompts(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        return box_points(boxes_xyxy)
+
+    def multimask(self, num_masks: int) -> tuple[int, ...]:
+        # mask 0 answers box prompts; the point-prompt masks are the others
+        return tuple(range(1, num_masks))
 
     def input_frame(self, points: np.ndarray, info: ResizeInfo) -> tuple[torch.Tensor, torch.Tensor]:
         xy = points[:, :, :2].astype(np.float32) * np.float32(info.scale)

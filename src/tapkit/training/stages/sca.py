@@ -22,7 +22,7 @@ from tapkit.data.records import ImageRecord, SkipCounter, load_rgb
 from tapkit.errors import UserError
 from tapkit.models.sca.config import TASKS
 from tapkit.models.sca.model import IGNORE_INDEX, CaptionBatch, ScaModel
-from tapkit.models.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
+from tapkit.inputs.labels import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
 from tapkit.training.config import TrainConfig
 from tapkit.training.data import epoch_order, step_rng
 from tapkit.training.lsj import large_scale_jitter
@@ -216,7 +216,7 @@ def export(model: ScaModel, full_state: dict) -> dict:
     return {k: v for k, v in full_state.items() if k in keep}
 
 
-SCA_STAGE = Stage(
+STAGE = Stage(
     build_model=build_model,
     freeze=freeze,
     objective=lambda model, cfg: ScaObjective(model, cfg.loss.label_smoothing),

@@ -1,5 +1,12 @@
-"""What differs between training stages, as data: the engine's loop is the same for
-TAP's stages (segment, caption) and SCA's (sca)."""
+"""Training stages, one module each: what differs between them, as data (a `Stage`).
+The engine's loop is the same for all; a new stage is one new module here and one
+line in the engine's `STAGES`.
+
+- `tap_segment`: TAP's promptable segmentation + concept stage (`tap` holds what
+  TAP's two stages share: building, freezing, the objective, the export);
+- `tap_caption`: TAP's captioning stage;
+- `sca`: Segment-and-Caption-Anything's mixer on a frozen segmenter and LM;
+- `clip`: a CLIP, contrastive, on crops and whole images with names and captions."""
 
 from __future__ import annotations
 

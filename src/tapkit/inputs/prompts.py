@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from tapkit.errors import UserError
-from tapkit.models.tap.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, PADDING
+from tapkit.inputs.labels import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOREGROUND, PADDING
 
 SKETCH_POINTS = 9
 
@@ -139,3 +139,23 @@ def encode_prompt(prompt: Prompt, width: int, height: int, dtype=np.float32) -> 
     if prompt.box is None:
         rows.append((0.0, 0.0, PADDING))
     return np.array(rows, dtype=dtype)
+
+
+def click_points(clicks: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """(N, K, 2) foreground clicks -> (N, K + 1, 3) [x, y, label]: the clicks, then one
+    padding point (the layout of a prompt without a box in TAP and in SAM)."""
+    n, k = clicks.shape[:2]
+    out = np.zeros((n, k + 1, 3), dtype)
+    out[:, :k, :2] = clicks
+    out[:, :k, 2] = FOREGROUND
+    out[:, k, 2] = PADDING
+    return out
+
+
+def box_points(boxes_xyxy: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """(N, 4) [x1, y1, x2, y2] -> (N, 2, 3) [x, y, label]: the two corners, labels 2 and 3.
+    Boxes are not clipped to the image (evaluation boxes may overhang, as in the reference)."""
+    out = np.empty((len(boxes_xyxy), 2, 3), dtype)
+    out[:, :, :2] = np.asarray(boxes_xyxy).reshape(-1, 2, 2)
+    out[:, 0, 2], out[:, 1, 2] = BOX_TOP_LEFT, BOX_BOTTOM_RIGHT
+    return out

@@ -190,7 +190,7 @@ def freeze(model: ClipModel, cfg: TrainConfig) -> None:
         raise UserError("every parameter is frozen: nothing to train")
 
 
-CLIP_STAGE = Stage(
+STAGE = Stage(
     build_model=build_model,
     freeze=freeze,
     objective=lambda model, cfg: ClipObjective(model),

@@ -1,4 +1,4 @@
-"""Reading images and the reference's resize-and-pad preprocessing."""
+"""Reading images as (H, W, 3) uint8 RGB arrays, and how an image maps to a model input."""
 
 from __future__ import annotations
 
@@ -10,10 +10,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tapkit.errors import UserError
-from tapkit.models.tap.config import PIXEL_MEAN_BGR
-
-# The reference pads a uint8 canvas with the float pixel mean, which truncates.
-PAD_VALUE_BGR = np.array(PIXEL_MEAN_BGR).astype(np.uint8)
 
 
 class ImageError(UserError):
@@ -61,28 +57,9 @@ def as_rgb_array(image) -> np.ndarray:
 @dataclass(frozen=True)
 class ResizeInfo:
     """How an image maps to the model input: original and resized (height, width),
-    and the float32 scale that takes original pixel coordinates to resized ones."""
+    and the float32 scale that takes original pixel coordinates to resized ones. Each
+    family's protocol fills it with its own resize rule."""
 
     original_size: tuple[int, int]
     resized_size: tuple[int, int]
     scale: float
-
-
-def resize_scale(height: int, width: int, target: int) -> float:
-    """The reference's rule: fit the short side, unless the long side then exceeds the target."""
-    scale = float(target) / float(min(height, width))
-    if np.round(scale * max(height, width)) > target:
-        scale = float(target) / float(max(height, width))
-    return scale
-
-
-def preprocess(rgb: np.ndarray, target: int) -> tuple[np.ndarray, ResizeInfo]:
-    """(H, W, 3) uint8 RGB -> ((target, target, 3) uint8 BGR resized and padded, ResizeInfo)."""
-    h, w = rgb.shape[:2]
-    scale = resize_scale(h, w, target)
-    new_h, new_w = int(h * scale + 0.5), int(w * scale + 0.5)
-    resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR))
-    canvas = np.empty((target, target, 3), np.uint8)
-    canvas[:] = PAD_VALUE_BGR
-    canvas[:new_h, :new_w] = resized[:, :, ::-1]
-    return canvas, ResizeInfo((h, w), (new_h, new_w), float(np.float32(scale)))
