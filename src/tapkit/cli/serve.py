@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         from tapkit.serve import ServeSettings, create_app
         from tapkit.serve.security import LOOPBACK_HOSTS
     except ImportError as err:
-        raise UserError(f"tapkit serve needs the [serve] extra ({err.name} is missing): pip install 'tapkit[serve]'") from None
+        raise UserError(f"tapkit serve needs the [serve] extra ({err.name} is missing): pip install 'tapkit-vision[serve]'") from None
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
     settings = ServeSettings(

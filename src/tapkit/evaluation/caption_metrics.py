@@ -26,7 +26,7 @@ def require_pycocoevalcap() -> Path:
     try:
         from pycocoevalcap.tokenizer import ptbtokenizer
     except ImportError:
-        raise CaptionMetricsError("caption metrics need pycocoevalcap: pip install 'tapkit[eval]'") from None
+        raise CaptionMetricsError("caption metrics need pycocoevalcap: pip install 'tapkit-vision[eval]'") from None
     return Path(ptbtokenizer.__file__).parent.parent
 
 

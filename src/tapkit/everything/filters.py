@@ -81,7 +81,7 @@ def _components(mask: np.ndarray):
     try:
         from scipy import ndimage
     except ImportError:
-        raise UserError("removing small regions needs scipy: pip install 'tapkit[everything]'") from None
+        raise UserError("removing small regions needs scipy: pip install 'tapkit-vision[everything]'") from None
     return ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
 
 

@@ -179,7 +179,7 @@ def _yaml():
     try:
         import yaml
     except ImportError:
-        raise UserError("training configs need PyYAML: pip install 'tapkit[train]'") from None
+        raise UserError("training configs need PyYAML: pip install 'tapkit-vision[train]'") from None
     return yaml
 
 

@@ -45,7 +45,7 @@ def _transformers():
     try:
         import transformers
     except ImportError:
-        raise UserError("SCA models need the transformers package: pip install 'tapkit[sca]'") from None
+        raise UserError("SCA models need the transformers package: pip install 'tapkit-vision[sca]'") from None
     return transformers
 
 

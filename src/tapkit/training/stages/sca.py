@@ -167,7 +167,7 @@ def build_model(cfg: TrainConfig) -> ScaModel:
     try:
         from transformers import AutoModelForCausalLM
     except ImportError:
-        raise UserError("stage sca needs the transformers package: pip install 'tapkit[sca]'") from None
+        raise UserError("stage sca needs the transformers package: pip install 'tapkit-vision[sca]'") from None
     backbone = tapkit.load_model(s.backbone, device="cpu")
     try:
         lm = AutoModelForCausalLM.from_pretrained(s.language_model, local_files_only=True)
