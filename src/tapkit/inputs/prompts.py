@@ -47,10 +47,17 @@ def rasterize_polyline(polyline: np.ndarray, width: int = 1) -> tuple[np.ndarray
     return np.asarray(canvas, dtype=bool), (int(x0), int(y0))
 
 
+def is_polyline(sketch) -> bool:
+    """A sketch is a polyline when it is (N, 2) numbers, whatever N; a mask is a boolean
+    (H, W) array (or one whose second axis is not 2)."""
+    array = np.asarray(sketch)
+    return array.ndim == 2 and array.shape[1] == 2 and array.dtype != bool
+
+
 def sketch_to_points(sketch, width: int = 1) -> np.ndarray:
     """A sketch given as a binary mask (H, W) or a polyline [(x, y), ...] -> (9, 2) points."""
     array = np.asarray(sketch)
-    if array.ndim == 2 and array.shape[1] == 2 and array.dtype != bool and array.shape[0] <= 4096:
+    if is_polyline(array):
         mask, (x0, y0) = rasterize_polyline(array.astype(np.float64), width)
         return mask_to_points(mask) + np.array([x0, y0], np.float32)
     if array.ndim == 2:
@@ -63,7 +70,8 @@ class Prompt:
     """A visual prompt in original image pixels.
 
     points: (x, y, label) clicks, label 1 = foreground, 0 = background.
-    box: (x1, y1, x2, y2). sketch: a polyline [(x, y), ...] or an (H, W) mask."""
+    box: (x1, y1, x2, y2). sketch: a polyline [(x, y), ...] of any length or an (H, W)
+    boolean mask."""
 
     points: Sequence[Sequence[float]] = field(default_factory=tuple)
     box: Sequence[float] | None = None
@@ -77,7 +85,7 @@ class Prompt:
             out["box"] = [float(v) for v in self.box]
         if self.sketch is not None:
             sketch = np.asarray(self.sketch)
-            out["sketch"] = sketch.tolist() if sketch.ndim == 2 and sketch.shape[1] == 2 and sketch.dtype != bool else "mask"
+            out["sketch"] = sketch.tolist() if is_polyline(sketch) else "mask"
         return out
 
     @classmethod
@@ -129,7 +137,7 @@ def encode_prompt(prompt: Prompt, width: int, height: int, dtype=np.float32) -> 
         rows.append((x, y, int(label)))
     if prompt.sketch is not None:
         sketch = np.asarray(prompt.sketch)
-        if sketch.ndim == 2 and sketch.shape[1] != 2 and sketch.shape != (height, width):
+        if sketch.ndim == 2 and not is_polyline(sketch) and sketch.shape != (height, width):
             raise PromptError(f"a sketch mask must be {height}x{width}, got {sketch.shape[0]}x{sketch.shape[1]}")
         for x, y in sketch_to_points(sketch):
             _check_inside(float(x), float(y), width, height, "sketch point")
