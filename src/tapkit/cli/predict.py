@@ -12,7 +12,7 @@ from tapkit.errors import UserError
 from tapkit.inputs.image import as_rgb_array
 from tapkit.predictor.predictor import Predictor
 from tapkit.inputs.prompts import Prompt, encode_prompt
-from tapkit.utils.atomic import write_text_atomic, write_with
+from tapkit.utils.atomic import check_output_file, write_all_atomic
 from tapkit.utils.overlay import draw_overlay, region_label
 
 EPILOG = """\
@@ -79,6 +79,12 @@ def read_prompts(args: argparse.Namespace) -> list[Prompt]:
 def run(args: argparse.Namespace) -> int:
     if args.top_k < 0 or args.max_batch < 1:
         raise UserError("--top-k must be >= 0 and --max-batch >= 1")
+    if Path(args.image).is_dir():
+        raise UserError(f"{args.image} is a directory: predict takes one image "
+                        f"(for every image of a folder: tapkit everything --input-dir {args.image})")
+    for path, flag in ((args.output, "--output"), (args.overlay, "--overlay")):
+        if path:
+            check_output_file(path, flag)
     prompts = read_prompts(args)
     rgb = as_rgb_array(args.image)
     h, w = rgb.shape[:2]
@@ -97,10 +103,9 @@ def run(args: argparse.Namespace) -> int:
         "regions": [r.to_json() for r in regions],
     }
     text = json.dumps(result, indent=1)
+    outputs = []  # written together, all or none
     if args.output:
-        write_text_atomic(args.output, text + "\n")
-    else:
-        print(text)
+        outputs.append((args.output, lambda tmp: tmp.write_text(text + "\n")))
     if args.overlay:
         image = draw_overlay(
             rgb,
@@ -108,5 +113,8 @@ def run(args: argparse.Namespace) -> int:
             [region_label(r.concept, r.concept_score, r.caption) for r in regions],
             [r.prompt_points for r in regions],
         )
-        write_with(args.overlay, lambda tmp: image.save(tmp, format="PNG"))
+        outputs.append((args.overlay, lambda tmp: image.save(tmp, format="PNG")))
+    write_all_atomic(outputs)
+    if not args.output:
+        print(text)
     return 0

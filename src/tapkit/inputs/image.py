@@ -29,6 +29,8 @@ def pil_to_rgb(im: Image.Image) -> np.ndarray:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Reads a file as an (H, W, 3) uint8 RGB array, honouring EXIF orientation."""
     path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path} is a directory, not an image file")
     if not path.is_file():
         raise ImageError(f"image not found: {path}")
     try:

@@ -29,6 +29,22 @@ class ImageEncoderConfig:
     image_size: int = 1024
     out_dim: int = 256
 
+    def __post_init__(self):
+        """Architectures the encoder cannot take are refused here, in one line, so that a
+        config or an override (`--set model.image_encoder.depth=2`) fails before building."""
+        if min(self.depth, self.embed_dim, self.num_heads, self.mlp_ratio, self.patch_size, self.window_size,
+               self.image_size, self.out_dim) < 1:
+            raise UserError(f"image encoder sizes must be positive, got {self}")
+        if self.depth % 4:
+            raise UserError(f"image encoder depth must be a multiple of 4 (a cross-window block closes each quarter "
+                            f"of the encoder), got {self.depth}")
+        if self.embed_dim % self.num_heads:
+            raise UserError(f"image encoder embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
+        grid, rest = divmod(self.image_size, self.patch_size)
+        if rest or grid % self.window_size:
+            raise UserError(f"image encoder image_size {self.image_size} must be patch_size {self.patch_size} x a "
+                            f"multiple of window_size {self.window_size}")
+
 
 @dataclass(frozen=True)
 class ImageDecoderConfig:
