@@ -66,7 +66,9 @@ def test_presets_are_named_architectures():
 
 
 def test_preset_mismatch_is_a_clear_error(tiny_files):
-    with pytest.raises(CheckpointError, match="does not match|has shape"):
+    from tapkit.models.tap.config import ArchitectureError
+
+    with pytest.raises(ArchitectureError, match="--preset tap_vit_b does not fit .*does not match|has shape"):
         tapkit.load_model(tiny_files.checkpoint, preset="tap_vit_b", device="cpu")
 
 

@@ -103,6 +103,14 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLik
 def load_checked(model: torch.nn.Module, expected: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor], source, family: str) -> None:
     """Loads `tensors` into `model` after checking that their names and shapes are exactly
     `expected` (the model's learned tensors), with a one-line error naming the first misfit."""
+    check_fit(expected, tensors, source, family)
+    # Derived buffers (batch-norm counters, ...) are not in `expected`; the rest was checked.
+    model.load_state_dict(dict(tensors), strict=False)
+
+
+def check_fit(expected: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor], source, family: str) -> None:
+    """A one-line `CheckpointError` naming the first tensor whose name or shape is not
+    `expected`'s (which may be meta tensors: only shapes are read)."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -114,5 +122,3 @@ def load_checked(model: torch.nn.Module, expected: Mapping[str, torch.Tensor], t
                 f"{source}: tensor {name} has shape {tuple(value.shape)}, "
                 f"the architecture needs {tuple(expected[name].shape)}"
             )
-    # Derived buffers (batch-norm counters, ...) are not in `expected`; the rest was checked.
-    model.load_state_dict(dict(tensors), strict=False)

@@ -35,13 +35,15 @@ def add_parser(subparsers) -> None:
 def run_build(args) -> int:
     from tapkit.data.text_encoders import DEFAULT_TEMPLATES, ClipText, HashText, concept_weights, read_names, write_concept_file
 
-    if bool(args.clip) == bool(args.stand_in_dim):
+    if args.stand_in_dim is not None and args.stand_in_dim < 1:
+        raise UserError(f"--stand-in-dim is an embedding size and must be >= 1, got {args.stand_in_dim}")
+    if bool(args.clip) == (args.stand_in_dim is not None):
         raise UserError("give exactly one of --clip (a CLIP, or 'default') or --stand-in-dim")
     templates = tuple((read_names(args.templates) if args.templates else []) + (args.template or [])) or DEFAULT_TEMPLATES
     if any("{}" not in t for t in templates):
         raise UserError("every template needs a {} where the name goes")
     names = read_names(args.names)
-    encoder = HashText(args.stand_in_dim) if args.stand_in_dim else ClipText(clip_from_args(args))
+    encoder = HashText(args.stand_in_dim) if args.stand_in_dim is not None else ClipText(clip_from_args(args))
     weights = concept_weights(names, encoder, templates)
     path = write_concept_file(args.out, weights, names)
     print(f"wrote {len(names)} concepts ({weights.shape[0]}-d) to {path}")

@@ -4,6 +4,7 @@ registers its parser and sets `func` to a `run(args) -> int`."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from tapkit import __version__
@@ -12,6 +13,25 @@ from tapkit.cli import eval as eval_command
 from tapkit.errors import UserError
 
 COMMANDS = (predict, everything, convert, eval_command, serve, train, data, concepts)
+# Options whose value is a list of numbers: `--box -10,-10,50,50` must not read as an option.
+NUMBER_LIST_OPTIONS = ("--point", "--box", "--points")
+_NUMBER_LIST = re.compile(r"^-[0-9.]")
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """['--box', '-10,-10,50,50'] -> ['--box=-10,-10,50,50'], so that argparse takes a value
+    that starts with a minus sign as the option's value instead of an unknown option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in NUMBER_LIST_OPTIONS and i + 1 < len(argv) and _NUMBER_LIST.match(argv[i + 1]):
+            out.append(f"{token}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tapkit.checkpoint.io import Checkpoint, CheckpointError, load_checked
+from tapkit.checkpoint.io import Checkpoint, CheckpointError, check_fit, load_checked
 from tapkit.models.tap.concepts import ConceptFileError, ConceptVocabulary
 from tapkit.models.tap.config import PRESETS, ArchitectureError, TapConfig, infer_config, shapes_of
 from tapkit.models.tap.model import PIXEL_MEAN_BGR, PIXEL_STD_BGR, TapModel, is_derived_key
@@ -54,6 +54,12 @@ def tap_from_checkpoint(
     tensors = {k: v for k, v in checkpoint.tensors.items() if not is_derived_key(k)}
     if preset is not None:
         cfg = preset_config(preset)
+        with torch.device("meta"):  # shapes only: a preset that does not fit is named as such
+            expected = TapModel(cfg).learned_state_dict()
+        try:
+            check_fit(expected, tensors, checkpoint.path, "TAP")
+        except CheckpointError as err:
+            raise ArchitectureError(f"--preset {preset} does not fit this checkpoint: {err}") from None
     elif checkpoint.config is not None:
         cfg = TapConfig.from_dict(checkpoint.config)
     else:
