@@ -73,6 +73,10 @@ def _result(rng, image_id, cat, x, y, bw, bh, h, w) -> dict:
     return {"image_id": image_id, "category_id": cat, "bbox": [x, y, bw, bh], "score": score, "segmentation": rle}
 
 
+def _shown(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lvis-path", required=True, type=Path, help="folder holding the lvis package")
@@ -90,10 +94,11 @@ def main() -> int:
                 gt = LVIS(str(Path(tmp) / "gt.json"))
             official = LVISEval(gt, LVISResults(gt, copy.deepcopy(dets)), iou_type)
             official.run()
-            theirs = {k: 100.0 * v if v != -1 else -1.0 for k, v in official.get_results().items()}
-            diffs = {k: abs(ours[k] - theirs[k]) for k in theirs}
+            theirs = {k: 100.0 * v if v != -1 else None for k, v in official.get_results().items()}
+            diffs = {k: 0.0 if ours[k] is None and theirs[k] is None else
+                     float("inf") if None in (ours[k], theirs[k]) else abs(ours[k] - theirs[k]) for k in theirs}
             worst = max(worst, *diffs.values())
-            print(f"seed {seed} {iou_type}: " + " ".join(f"{k}={ours[k]:.3f}/{theirs[k]:.3f}" for k in theirs))
+            print(f"seed {seed} {iou_type}: " + " ".join(f"{k}={_shown(ours[k])}/{_shown(theirs[k])}" for k in theirs))
     print(f"largest difference: {worst:.2e}")
     return 0 if worst < 1e-9 else 1
 

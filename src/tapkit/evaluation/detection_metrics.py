@@ -80,8 +80,15 @@ def _mean_valid(values: np.ndarray) -> float:
     return float(np.mean(valid)) if valid.size else -1.0
 
 
-def coco_ap(gt: COCO, results: list[dict], iou_type: str, image_ids: list | None = None) -> dict[str, float]:
-    """The 12 COCO numbers (AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l) in percent."""
+def _percent(value: float) -> float | None:
+    """COCOeval's -1 (no ground truth of that kind, e.g. no small objects) is no number:
+    None (null in the report, n/a in the table), never -100."""
+    return None if value < 0 else 100.0 * float(value)
+
+
+def coco_ap(gt: COCO, results: list[dict], iou_type: str, image_ids: list | None = None) -> dict[str, float | None]:
+    """The 12 COCO numbers (AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l) in percent;
+    None where COCOeval has nothing to measure."""
     ev = COCOeval(gt, load_results(gt, results), iou_type)
     if image_ids is not None:
         ev.params.imgIds = sorted(image_ids)
@@ -90,7 +97,7 @@ def coco_ap(gt: COCO, results: list[dict], iou_type: str, image_ids: list | None
         ev.accumulate()
         ev.summarize()
     names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-    return {n: 100.0 * float(v) for n, v in zip(names, ev.stats)}
+    return {n: _percent(v) for n, v in zip(names, ev.stats)}
 
 
 class LvisEval(COCOeval):
@@ -118,8 +125,9 @@ class LvisEval(COCOeval):
             result["dtIgnore"] = np.logical_or(result["dtIgnore"], result["dtMatches"] == 0)
         return result
 
-    def lvis_summary(self) -> dict[str, float]:
-        """LVISEval's numbers (AP, AP50, AP75, APs/m/l, APr/c/f, AR@300, ARs/m/l@300) in percent."""
+    def lvis_summary(self) -> dict[str, float | None]:
+        """LVISEval's numbers (AP, AP50, AP75, APs/m/l, APr/c/f, AR@300, ARs/m/l@300) in percent;
+        None where there is nothing to measure (LVISEval's -1)."""
         precision = self.eval["precision"][..., 0]  # (T, R, K, A), one max-dets setting
         recall = self.eval["recall"][..., 0]  # (T, K, A)
         thresholds = self.params.iouThrs
@@ -138,10 +146,10 @@ class LvisEval(COCOeval):
         out[f"AR@{LVIS_MAX_DETS}"] = _mean_valid(recall[..., 0])
         for a, name in enumerate(AREAS[1:], start=1):
             out[f"AR{name[0]}@{LVIS_MAX_DETS}"] = _mean_valid(recall[..., a])
-        return {k: 100.0 * v if v != -1.0 else -1.0 for k, v in out.items()}
+        return {k: _percent(v) for k, v in out.items()}
 
 
-def lvis_ap(gt: COCO, results: list[dict], iou_type: str, image_ids: list | None = None) -> dict[str, float]:
+def lvis_ap(gt: COCO, results: list[dict], iou_type: str, image_ids: list | None = None) -> dict[str, float | None]:
     """AP by the LVIS protocol, in percent."""
     ev = LvisEval(gt, load_results(gt, limit_per_image(results, LVIS_MAX_DETS)), iou_type)
     if image_ids is not None:
@@ -152,7 +160,7 @@ def lvis_ap(gt: COCO, results: list[dict], iou_type: str, image_ids: list | None
     return ev.lvis_summary()
 
 
-def detection_ap(gt: COCO, results: list[dict], iou_type: str, protocol: str, image_ids: list | None = None) -> dict[str, float]:
+def detection_ap(gt: COCO, results: list[dict], iou_type: str, protocol: str, image_ids: list | None = None) -> dict[str, float | None]:
     """`protocol` is "coco" or "lvis"; `iou_type` "bbox" or "segm"."""
     assert protocol in ("coco", "lvis") and iou_type in ("bbox", "segm")
     return (lvis_ap if protocol == "lvis" else coco_ap)(gt, results, iou_type, image_ids)

@@ -15,11 +15,12 @@ from tapkit.utils.atomic import write_text_atomic
 
 @dataclass
 class EvalReport:
-    """metrics: name -> value (AP and caption scores in percent, as papers print them).
+    """metrics: name -> value (AP and caption scores in percent, as papers print them;
+    None where the data has nothing to measure, e.g. APs without small objects).
     model / data / settings: what was evaluated and how; timing: seconds and counts."""
 
     benchmark: str
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
     model: dict
     data: dict
     settings: dict
@@ -40,9 +41,16 @@ class EvalReport:
         return format_table(self.benchmark, self.metrics)
 
 
-def format_table(title: str, metrics: dict[str, float]) -> str:
-    """A two-column text table of metrics, values with one decimal (three for small ones)."""
-    rows = [(name, f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3f}") for name, value in metrics.items()]
+def format_value(value: float | None) -> str:
+    """One decimal (three for small values); n/a where there is nothing to measure."""
+    if value is None:
+        return "n/a"
+    return f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3f}"
+
+
+def format_table(title: str, metrics: dict[str, float | None]) -> str:
+    """A two-column text table of metrics."""
+    rows = [(name, format_value(value)) for name, value in metrics.items()]
     width = max([len(title), *(len(n) for n, _ in rows)])
     vwidth = max([5, *(len(v) for _, v in rows)])
     lines = [f"{title:<{width}}  {'value':>{vwidth}}", f"{'-' * width}  {'-' * vwidth}"]
