@@ -32,7 +32,7 @@ from tapkit.inputs.image import ResizeInfo, as_rgb_array
 from tapkit.models.interface import PromptableModel
 from tapkit.models.outputs import DecoderOutput
 from tapkit.predictor.predictor import MASK_THRESHOLD, ImageEmbedding, Predictor, upscale_logits
-from tapkit.predictor.results import mask_bbox
+from tapkit.predictor.results import mask_bbox, shown_iou
 from tapkit.utils.rle import encode_rle
 
 MASKS_PER_POINT = ("all", "best")
@@ -163,7 +163,7 @@ class EverythingRegion:
             "mask": encode_rle(self.mask),
             "bbox": list(self.bbox),
             "area": self.area,
-            "score": self.score,
+            "score": shown_iou(self.score),
             "stability": self.stability,
             "point": list(self.point),
             "mask_index": self.mask_index,

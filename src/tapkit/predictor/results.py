@@ -10,6 +10,13 @@ from tapkit.inputs.labels import BACKGROUND, BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, FOR
 from tapkit.utils.rle import encode_rle
 
 
+def shown_iou(score: float) -> float:
+    """The predicted IoU as it is shown (JSON, overlays, the web page): clamped to [0, 1].
+    The IoU head is a regression, so the raw value can step a little past 1 (or below 0);
+    it estimates the mask's IoU with the object, it is not a probability."""
+    return min(1.0, max(0.0, float(score)))
+
+
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     """Tight [x, y, w, h] box of a bool mask (COCO convention); zeros for an empty mask."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -24,7 +31,8 @@ class Region:
 
     prompt_points: (P, 3) [x, y, label] the prompt as the model saw it (original pixels).
     mask: (H, W) bool at the original resolution. bbox: [x, y, w, h] of the mask.
-    score: predicted IoU of the selected mask; mask_index: which of the 4 masks.
+    score: predicted IoU of the selected mask, as the model gives it (the JSON form clamps it
+    to [0, 1], `shown_iou`); mask_index: which of the 4 masks.
     concept / concept_score / concepts: top-1 name and probability, and the top-k list.
     caption: generated text. embedding: the 1024-d semantic embedding."""
 
@@ -59,7 +67,7 @@ class Region:
             "mask": encode_rle(self.mask),
             "bbox": list(self.bbox),
             "area": self.area,
-            "score": self.score,
+            "score": shown_iou(self.score),
             "concept": self.concept,
             "concept_score": self.concept_score,
             "concepts": [[name, prob] for name, prob in self.concepts],

@@ -44,7 +44,7 @@ class RegionOut(BaseModel):
     mask: RleMask
     bbox: list[int] = Field(..., description="[x, y, w, h] of the mask")
     area: int
-    score: float = Field(..., description="the model's predicted IoU of the mask")
+    score: float = Field(..., description="the model's predicted IoU of the mask, clamped to [0, 1] (an estimate of the mask's overlap with the object, not a probability)")
     concept: str | None
     concept_score: float | None
     concepts: list[tuple[str, float]]
