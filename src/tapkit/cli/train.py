@@ -11,7 +11,8 @@ examples:
   tapkit train configs/clip_synthetic.yaml                     (a CLIP, contrastive)
   torchrun --nproc_per_node 8 -m tapkit.cli.main train configs/sa1b_vit_b.yaml --set distributed=fsdp
 
-Re-running the same command resumes from OUT_DIR/checkpoint.pt.
+Re-running the same command resumes from OUT_DIR/checkpoint.pt (it says at which step);
+a changed config is refused unless --allow-config-change, a changed architecture always.
 """
 
 
@@ -22,6 +23,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("config", help="YAML config (see configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="resume even though the config differs from the checkpoint's (learning rate, batch size, steps, "
+                        "...); the changes are printed. Another architecture is always refused")
     p.set_defaults(func=run)
 
 
@@ -29,7 +33,8 @@ def run(args) -> int:
     from tapkit.training.config import load_config
     from tapkit.training.engine import train
 
-    result = train(load_config(args.config, args.set), progress=not args.no_progress)
+    result = train(load_config(args.config, args.set), progress=not args.no_progress,
+                   allow_config_change=args.allow_config_change)
     if result.export is not None:
         print(f"trained {result.steps} steps, loss {result.first_loss} -> {result.final_loss}; weights: {result.export}")
     return 0

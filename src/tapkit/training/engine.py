@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,8 @@ from tapkit.checkpoint.io import save_safetensors
 from tapkit.models.interface import PromptableModel
 from tapkit.runtime import Runtime, runtime
 from tapkit.training import distributed
-from tapkit.training.checkpoint import TrainState, load_train_state, rng_state, save_train_state, set_rng_state
+from tapkit.training.checkpoint import (CHECKPOINT_NAME, TrainState, check_resume, load_train_state, rng_state,
+                                       save_train_state, set_rng_state)
 from tapkit.training.config import TrainConfig, config_to_dict
 from tapkit.training.stages import Stage, clip, sca, tap_caption, tap_segment
 
@@ -90,14 +93,32 @@ def _load_states(module, objective: nn.Module, optimizer, state: TrainState, cfg
         optimizer.load_state_dict(state.optimizer)
 
 
-def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None) -> TrainResult:
+def train(cfg: TrainConfig, progress: bool = True, stop_after: int | None = None,
+          allow_config_change: bool = False) -> TrainResult:
     """Runs (or resumes) a stage. `stop_after` ends this run after that many steps,
-    as an interruption would (used to check that resuming is exact)."""
+    as an interruption would (used to check that resuming is exact). A resumed run must
+    have the checkpoint's config (`allow_config_change` accepts other values, never
+    another architecture). A run that fails before its first checkpoint removes the
+    folders it created, so a failed command leaves no empty run folder behind."""
+    first_missing = _first_missing(Path(cfg.out_dir))
     with runtime(cfg.device) as info:
-        return _train(cfg, info, progress, stop_after)
+        try:
+            return _train(cfg, info, progress, stop_after, allow_config_change)
+        except BaseException:
+            if info.is_main and first_missing is not None and not (Path(cfg.out_dir) / CHECKPOINT_NAME).is_file():
+                shutil.rmtree(first_missing, ignore_errors=True)
+            raise
 
 
-def _train(cfg: TrainConfig, info: Runtime, progress: bool, stop_after: int | None) -> TrainResult:
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (None: it exists)."""
+    missing = None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
+def _train(cfg: TrainConfig, info: Runtime, progress: bool, stop_after: int | None, allow_config_change: bool) -> TrainResult:
     from tqdm import tqdm
 
     out_dir = Path(cfg.out_dir)
@@ -107,7 +128,10 @@ def _train(cfg: TrainConfig, info: Runtime, progress: bool, stop_after: int | No
     model = stage.build_model(cfg)
     state = load_train_state(out_dir)
     if state is not None:
+        check_resume(state, config_to_dict(cfg), model.cfg.to_dict(), allow_config_change, out_dir)
         model.load_state_dict(state.model)
+        if info.is_main:
+            print(f"resuming {out_dir} at step {state.step} of {cfg.steps} ({out_dir / CHECKPOINT_NAME})", file=sys.stderr)
     stage.freeze(model, cfg)
     model.to(info.device)
     if isinstance(model, PromptableModel) and model.concepts is not None:  # a plain tensor, not a buffer
