@@ -34,3 +34,19 @@ def test_readme_first_command_runs_offline(tmp_path, capsys):
 
     mask = decode_rle(region["mask"])
     assert mask.shape == (240, 320) and np.count_nonzero(mask) == region["area"]
+
+
+def test_load_model_without_a_path_is_the_packaged_model_with_its_companions():
+    model = tapkit.load_model(device="cpu")
+    assert model.family == "tap" and model.can_name and model.can_caption
+    predictor = tapkit.Predictor(model)
+    predictor.set_image(str(EXAMPLE))
+    (region,) = predictor.predict([tapkit.Prompt(points=[(120, 80, 1)])])
+    assert region.concept is not None and region.caption
+
+
+def test_predictor_refuses_what_is_not_a_promptable_model():
+    import pytest
+
+    with pytest.raises(TypeError, match="promptable model"):
+        tapkit.Predictor(None)

@@ -9,6 +9,7 @@ import os
 import torch
 from torch import nn
 
+from tapkit.defaults import default_model_files
 from tapkit.errors import UserError
 from tapkit.runtime import resolve_device
 from tapkit.models.families import Companions, build_from_checkpoint, family_of_preset, read_checkpoint
@@ -25,7 +26,7 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def load_model(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
     tokenizer=None,
     concepts=None,
     device: str | torch.device | None = None,
@@ -39,7 +40,14 @@ def load_model(
     transformers' SamModel weights); no tokenizer, no concepts. SCA: a tapkit SCA
     .safetensors or a released segment-caption-anything directory; `tokenizer` is
     optional when the checkpoint names or contains one. The architecture is read off
-    the weights unless `preset` (e.g. tap_vit_b, sam_vit_h) asserts it."""
+    the weights unless `preset` (e.g. tap_vit_b, sam_vit_h) asserts it.
+
+    With no checkpoint: the small default model packaged with tapkit, with its tokenizer
+    and concept file unless others are given (what `tapkit predict` uses without
+    `--checkpoint`)."""
+    if checkpoint is None:
+        files = default_model_files()
+        checkpoint, tokenizer, concepts = files.checkpoint, tokenizer or files.tokenizer, concepts or files.concepts
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     model = build_from_checkpoint(read_checkpoint(checkpoint), Companions(tokenizer, concepts, preset))
     return model.to(device=dev, dtype=dt)

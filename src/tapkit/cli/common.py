@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from tapkit.defaults import default_model_files
 from tapkit.errors import UserError
 from tapkit.loading import DTYPES, load_clip, load_model
 from tapkit.models.interface import PromptableModel
@@ -28,15 +27,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def model_from_args(args: argparse.Namespace):
-    checkpoint, tokenizer, concepts = args.checkpoint, args.tokenizer, args.concepts
-    if checkpoint is None:
-        files = default_model_files()
-        checkpoint = files.checkpoint
-        tokenizer = tokenizer or files.tokenizer
-        concepts = concepts or files.concepts
-    model = load_model(checkpoint, tokenizer=tokenizer, concepts=concepts, device=args.device, dtype=args.dtype, preset=args.preset)
+    model = load_model(args.checkpoint, tokenizer=args.tokenizer, concepts=args.concepts, device=args.device,
+                       dtype=args.dtype, preset=args.preset)
     if not isinstance(model, PromptableModel):
-        raise UserError(f"{checkpoint} is a {model.family.upper()} checkpoint: it takes no prompts (a CLIP embeds text "
+        raise UserError(f"{args.checkpoint} is a {model.family.upper()} checkpoint: it takes no prompts (a CLIP embeds text "
                         "and images: tapkit.load_clip, `tapkit concepts build --clip`); give a TAP, SAM or SCA checkpoint")
     return model
 

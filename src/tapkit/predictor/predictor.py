@@ -65,7 +65,13 @@ class DecodedPrompts:
 
 class Predictor:
     def __init__(self, model: PromptableModel, max_batch: int = 64):
-        """model: any family's model from `tapkit.load_model` (TAP, SAM or SCA)."""
+        """model: any family's model from `tapkit.load_model` (TAP, SAM or SCA;
+        `tapkit.load_model()` gives the packaged default model)."""
+        if not isinstance(model, PromptableModel):
+            raise TypeError(f"Predictor needs a promptable model (TAP, SAM or SCA) from tapkit.load_model(), "
+                            f"got {type(model).__name__}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.model = model
         self.max_batch = max_batch
         self.image: ImageEmbedding | None = None
