@@ -6,6 +6,7 @@ architecture, and a failed run leaves no run folder."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -67,7 +68,10 @@ def test_the_readme_recipe_runs_as_written(clone, capsys, one_torch_thread):
         out = capsys.readouterr()
         assert code == 0, f"tapkit {' '.join(argv)} -> {code}: {out.err[-2000:]}"
     assert (clone / "runs" / "default_segment" / "model.safetensors").is_file()
-    assert (clone / "runs" / "recipe_caption" / "model.safetensors").is_file()
+    export = clone / "runs" / "recipe_caption" / "model.safetensors"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert export.stat().st_mode & 0o777 == 0o666 & ~umask  # like any new file, not 0600
     assert '"caption"' in out.out  # the last command printed the trained model's regions
 
 

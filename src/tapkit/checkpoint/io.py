@@ -34,6 +34,14 @@ class Checkpoint:
     config: dict | None
     path: Path
 
+    def float_dtype(self) -> torch.dtype:
+        """The floating dtype most of the weights are stored in (float32 if none)."""
+        counts: dict[torch.dtype, int] = {}
+        for value in self.tensors.values():
+            if value.is_floating_point():
+                counts[value.dtype] = counts.get(value.dtype, 0) + value.numel()
+        return max(counts, key=counts.get) if counts else torch.float32
+
 
 def _sniff(path: Path) -> str:
     with open(path, "rb") as f:

@@ -10,6 +10,7 @@ import torch
 
 from tapkit.checkpoint.io import save_safetensors
 from tapkit.errors import UserError
+from tapkit.loading import DTYPES
 from tapkit.models.families import Companions, build_from_checkpoint, read_checkpoint
 from tapkit.utils.atomic import write_bytes_atomic, write_with
 
@@ -30,6 +31,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("input", help="checkpoint to read")
     p.add_argument("output", help="file to write: *.safetensors, or *.pkl (TAP) / *.pth (SAM)")
     p.add_argument("--preset", help="assert the architecture (e.g. tap_vit_b, sam_vit_h)")
+    p.add_argument("--dtype", choices=("keep", *DTYPES), default="keep",
+                   help="dtype of the written weights (default: keep, the dtype the input stores them in)")
     p.set_defaults(func=run)
 
 
@@ -37,10 +40,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix not in (".safetensors", ".pkl", ".pth"):
         raise UserError(f"output must end in .safetensors, .pkl or .pth, got '{out.name}'")
-    model = build_from_checkpoint(read_checkpoint(args.input), Companions(preset=args.preset))
+    checkpoint = read_checkpoint(args.input)
+    dtype = checkpoint.float_dtype() if args.dtype == "keep" else DTYPES[args.dtype]
+    if out.suffix == ".pkl" and dtype == torch.bfloat16:
+        raise UserError("a .pkl holds numpy arrays, which have no bfloat16: write .safetensors or pass --dtype float32")
+    model = build_from_checkpoint(checkpoint, Companions(preset=args.preset))
     if out.suffix != ".safetensors" and OFFICIAL_SUFFIX.get(model.family) != out.suffix:
         raise UserError(f"a {model.family.upper()} model is written as .safetensors or {OFFICIAL_SUFFIX.get(model.family, '(no official format)')}")
-    tensors = model.learned_state_dict()
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.learned_state_dict().items()}
     if out.suffix == ".safetensors":
         save_safetensors(tensors, out, config=model.cfg.to_dict())
     elif out.suffix == ".pkl":
@@ -50,5 +57,5 @@ def run(args: argparse.Namespace) -> int:
         state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         write_with(out, lambda tmp: torch.save(state, tmp))
     n = sum(v.numel() for v in tensors.values())
-    print(f"wrote {out} ({len(tensors)} tensors, {n / 1e6:.1f}M parameters)")
+    print(f"wrote {out} ({len(tensors)} tensors, {n / 1e6:.1f}M parameters, {str(dtype).removeprefix('torch.')})")
     return 0

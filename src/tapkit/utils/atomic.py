@@ -56,6 +56,15 @@ def _stage(target: Path) -> Path:
     return tmp_path
 
 
+def _written(tmp: Path, writer: Callable[[Path], None]) -> None:
+    """writer(tmp), then the permissions the temporary file was created with (the umask's):
+    some writers (safetensors' save_file) replace the file with a private 0600 one."""
+    mode = tmp.stat().st_mode & 0o777
+    writer(tmp)
+    if tmp.stat().st_mode & 0o777 != mode:
+        os.chmod(tmp, mode)
+
+
 def write_all_atomic(outputs: Sequence[tuple[str | os.PathLike, Callable[[Path], None]]]) -> None:
     """Writes several outputs, each by writer(tmp_path), all or none: every temporary file
     is written first; only when all succeeded do they replace their targets. On failure
@@ -72,7 +81,7 @@ def write_all_atomic(outputs: Sequence[tuple[str | os.PathLike, Callable[[Path],
             created += [p for p in _missing_parents(current) if p not in created]
             tmp = _stage(current)
             staged.append((tmp, current))
-            writer(tmp)
+            _written(tmp, writer)
         for tmp, target in staged:
             current = target
             os.replace(tmp, target)
@@ -119,6 +128,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
-    """Calls writer(tmp_path) and moves the result into place."""
+    """Calls writer(tmp_path) and moves the result into place, with the permissions of any
+    new file (the umask's), whatever the writer did to them."""
     with atomic_path(path) as tmp:
-        writer(tmp)
+        _written(tmp, writer)
