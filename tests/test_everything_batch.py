@@ -157,3 +157,13 @@ def test_cli_user_errors(tiny_files, tmp_path, capsys, monkeypatch, extra):
     assert main(["everything", "-o", str(tmp_path / "out"), *extra, *model_flags(tiny_files)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tapkit everything: error:")
+
+
+def test_everything_exits_non_zero_when_every_input_failed(folder, tiny_files, tmp_path, capsys):
+    broken = folder / "broken.jpg"
+    code = main(["everything", str(broken), "--output", str(tmp_path / "none"), *FAST_FLAGS, "--no-progress", *model_flags(tiny_files)])
+    err = capsys.readouterr().err
+    assert code == 1 and "nothing was processed: all 1 image(s) failed" in err, err
+    code = main(["everything", str(broken), str(folder / "img0.png"), "--output", str(tmp_path / "some"), *FAST_FLAGS,
+                 "--no-progress", *model_flags(tiny_files)])
+    assert code == 0 and "failed: " in capsys.readouterr().err  # one of two failed: the run still did its work

@@ -140,4 +140,7 @@ def run(args: argparse.Namespace) -> int:
             if rt.is_main:
                 counts = write_index(jobs, out_dir, out_dir / "index.jsonl")
                 print(f"wrote {out_dir / 'index.jsonl'} ({', '.join(f'{n} {s}' for s, n in counts.items())})", file=sys.stderr)
+    if summary.failed and not summary.processed and not summary.already_done:
+        print(f"tapkit everything: {where}nothing was processed: all {len(summary.failed)} image(s) failed", file=sys.stderr)
+        return 1
     return 0
