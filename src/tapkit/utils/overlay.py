@@ -60,17 +60,58 @@ def draw_overlay(
             fill = {0: (230, 40, 40), 1: (40, 210, 60)}.get(label, (250, 250, 250))
             shape = draw.ellipse if label in (0, 1) else draw.rectangle
             shape((x - r, y - r, x + r, y + r), fill=fill, outline=(0, 0, 0))
-    for mask, colour, text in zip(masks, colours, labels):
-        ys, xs = np.nonzero(mask)
-        x, y = (int(xs.min()), int(ys.min())) if xs.size else (0, 0)
+    for (x0, y0, x1, y1), text, colour in zip(layout_labels(draw, font, masks, labels, rgb.shape[1], rgb.shape[0]), labels, colours):
         text = _fit(draw, text, font, rgb.shape[1] - 8)
-        x = max(0, min(x, rgb.shape[1] - 6 - int(draw.textlength(text, font=font))))
-        left, top, right, bottom = draw.textbbox((x, y), text, font=font)
-        y = max(0, y - (bottom - top) - 4)
-        left, top, right, bottom = draw.textbbox((x + 2, y + 2), text, font=font)
-        draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=colour)
-        draw.text((x + 2, y + 2), text, fill=(0, 0, 0), font=font)
+        left, top, _, _ = draw.textbbox((0, 0), text, font=font)
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=colour)
+        draw.text((x0 + PAD - left, y0 + PAD - top), text, fill=(0, 0, 0), font=font)
     return image
+
+
+PAD = 2  # pixels between a label's text and the edge of its box
+
+
+def layout_labels(draw: ImageDraw.ImageDraw, font, masks: Sequence[np.ndarray], labels: Sequence[str],
+                  width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Where each label's box goes, (x0, y0, x1, y1) exclusive, inside the image: just above
+    its mask's top-left corner when that spot is free, else the free spot nearest to it, so
+    labels of neighbouring regions never cover each other (unless the image has no room)."""
+    sizes = []
+    for text in labels:
+        left, top, right, bottom = draw.textbbox((0, 0), _fit(draw, text, font, width - 8), font=font)
+        sizes.append((min(width, right - left + 2 * PAD), min(height, bottom - top + 2 * PAD)))
+    anchors = []
+    for mask in masks:
+        ys, xs = np.nonzero(mask)
+        anchors.append((int(xs.min()), int(ys.min())) if xs.size else (0, 0))
+    return place_boxes(anchors, sizes, width, height)
+
+
+def place_boxes(anchors: Sequence[tuple[int, int]], sizes: Sequence[tuple[int, int]], width: int,
+                height: int) -> list[tuple[int, int, int, int]]:
+    """Greedy placement, in order: box i (w, h) prefers to sit with its bottom-left corner
+    on anchor i (a mask's top-left); if that overlaps a box already placed, it takes the
+    free position nearest to that spot on a grid of half-box steps, clamped inside the image."""
+    placed = np.zeros((0, 4), np.int64)
+    out = []
+    for (ax, ay), (w, h) in zip(anchors, sizes):
+        px, py = ax, ay - h - PAD
+        xs = np.unique(np.clip(np.concatenate([[px], np.arange(0, width - w + 1, max(1, w // 4))]), 0, max(0, width - w)))
+        ys = np.unique(np.clip(np.concatenate([[py, ay], np.arange(0, height - h + 1, max(1, h // 2))]), 0, max(0, height - h)))
+        cx, cy = np.meshgrid(xs, ys)
+        cx, cy = cx.ravel(), cy.ravel()
+        order = np.argsort((cx - px) ** 2 + (cy - py) ** 2, kind="stable")
+        cand = np.stack([cx, cy, cx + w, cy + h], axis=1)[order]
+        if len(placed):
+            hits = ((cand[:, None, 0] < placed[None, :, 2]) & (placed[None, :, 0] < cand[:, None, 2])
+                    & (cand[:, None, 1] < placed[None, :, 3]) & (placed[None, :, 1] < cand[:, None, 3])).any(axis=1)
+            free = np.flatnonzero(~hits)
+            box = cand[free[0]] if free.size else cand[0]
+        else:
+            box = cand[0]
+        placed = np.vstack([placed, box[None]])
+        out.append(tuple(int(v) for v in box))
+    return out
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
