@@ -19,18 +19,27 @@ def test_help_lists_the_options(capsys):
         assert option in text
 
 
+def fake_server(monkeypatch, calls: dict) -> None:
+    """uvicorn's server, not started: records the app and the sockets it was handed."""
+    def run(self, sockets=None):
+        calls.update(app=self.config.app, addresses=[s.getsockname()[:2] for s in sockets])
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+
+
 def test_serve_builds_the_app_on_localhost_with_the_given_limits(tiny_files, monkeypatch, capsys):
     calls = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(app=app, **kwargs))
+    fake_server(monkeypatch, calls)
     code = main([
         "serve", "--checkpoint", str(tiny_files.checkpoint), "--tokenizer", str(tiny_files.tokenizer),
-        "--concepts", str(tiny_files.concepts), "--device", "cpu", "--port", "8123",
+        "--concepts", str(tiny_files.concepts), "--device", "cpu", "--port", "0",
         "--max-upload-mb", "0.5", "--max-pixels", "5000", "--cache-mb", "64",
     ])
     assert code == 0
-    assert calls["host"] == "127.0.0.1" and calls["port"] == 8123
-    assert "open http://127.0.0.1:8123/" in capsys.readouterr().err
-    with TestClient(calls["app"], base_url="http://127.0.0.1:8123") as client:
+    ((host, port),) = calls["addresses"]
+    assert host == "127.0.0.1" and port > 0
+    assert f"open http://127.0.0.1:{port}/" in capsys.readouterr().err
+    with TestClient(calls["app"], base_url=f"http://127.0.0.1:{port}") as client:
         limits = client.get("/healthz").json()["limits"]
         cache = client.get("/healthz").json()["cache"]
     assert limits["max_upload_bytes"] == 512 * 1024 and limits["max_pixels"] == 5000
@@ -39,12 +48,25 @@ def test_serve_builds_the_app_on_localhost_with_the_given_limits(tiny_files, mon
 
 
 def test_public_host_prints_a_warning(tiny_files, monkeypatch, capsys):
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
     calls = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(app=app, **kwargs))
-    main(["serve", "--checkpoint", str(tiny_files.checkpoint), "--device", "cpu", "--host", "0.0.0.0"])
+    fake_server(monkeypatch, calls)
+    main(["serve", "--checkpoint", str(tiny_files.checkpoint), "--device", "cpu", "--host", "0.0.0.0", "--port", "0"])
     assert "no authentication" in capsys.readouterr().err
-    assert calls["host"] == "0.0.0.0" and calls["app"].state.tapkit.settings.allowed_hosts is None
+    assert calls["addresses"][0][0] == "0.0.0.0" and calls["app"].state.tapkit.settings.allowed_hosts is None
+
+
+def test_a_busy_port_fails_before_any_url_is_printed(tiny_files, monkeypatch, capsys):
+    import socket
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: pytest.fail("the server must not start"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", "--checkpoint", str(tiny_files.checkpoint), "--device", "cpu", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2 and "open http" not in err
+    assert err.strip().splitlines() == [f"tapkit serve: error: cannot listen on 127.0.0.1:{port}: another program is using it; pick another --port"]
 
 
 @pytest.mark.parametrize(
@@ -56,8 +78,8 @@ def test_public_host_prints_a_warning(tiny_files, monkeypatch, capsys):
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(tiny_files, monkeypatch, capsys, args, words):
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: pytest.fail("the server must not start"))
-    base = ["serve", "--device", "cpu"]
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: pytest.fail("the server must not start"))
+    base = ["serve", "--device", "cpu", "--port", "0"]
     if "--checkpoint" not in args:
         base += ["--checkpoint", str(tiny_files.checkpoint)]
     assert main(base + args) == 2

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
+import socket
 import sys
 
 from tapkit.cli.common import add_model_options, model_from_args
@@ -79,11 +81,34 @@ def run(args: argparse.Namespace) -> int:
         # On this machine only, also refuse other host names (DNS rebinding).
         allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) else None,
     )
-    model = model_from_args(args)
-    app = create_app(model, settings)
-    if not is_loopback(args.host):
-        print(f"tapkit serve: warning: listening on {args.host}, reachable from other machines; the server has no authentication", file=sys.stderr)
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"tapkit serve: open http://{host}:{args.port}/", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    sock = listen(args.host, args.port)  # a busy port fails here, before the model loads or a URL is shown
+    try:
+        model = model_from_args(args)
+        app = create_app(model, settings)
+        if not is_loopback(args.host):
+            print(f"tapkit serve: warning: listening on {args.host}, reachable from other machines; the server has no authentication", file=sys.stderr)
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"tapkit serve: open http://{host}:{sock.getsockname()[1]}/", file=sys.stderr, flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level=args.log_level)).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port) and listening, handed to uvicorn; a one-line error
+    when the address cannot be had (the port is taken, the host is not this machine's)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as err:
+        raise UserError(f"cannot listen on --host {host}: {err.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        hint = ": another program is using it; pick another --port" if err.errno == errno.EADDRINUSE else f": {err.strerror}"
+        raise UserError(f"cannot listen on {host}:{port}{hint}") from None
+    return sock
