@@ -29,7 +29,7 @@ from tapkit.serve.cache import CachedImage, EmbeddingCache
 from tapkit.serve.errors import ModelFailure, NotAvailable, ServeError, UnknownImage
 from tapkit.serve.everything import EverythingFn, automatic_mode
 from tapkit.serve.limits import BodySizeLimit, decode_image
-from tapkit.serve.schemas import Health, ImageOut, RegionsOut, RegionsRequest
+from tapkit.serve.schemas import Health, ImageOut, RegionsOut, RegionsRequest, error_responses
 from tapkit.serve.security import RequestOriginGuard, SecurityHeaders
 from tapkit.serve.settings import ServeSettings
 from tapkit.serve.worker import ModelWorker
@@ -111,7 +111,7 @@ def create_app(model: PromptableModel, settings: ServeSettings | None = None, ev
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
 
-    @app.get("/healthz", response_model=Health, tags=["service"])
+    @app.get("/healthz", response_model=Health, tags=["service"], responses=error_responses(400, 500))
     async def healthz() -> dict:
         """Liveness, the model's capabilities, cache and batching counters, and the limits."""
         return {
@@ -133,7 +133,8 @@ def create_app(model: PromptableModel, settings: ServeSettings | None = None, ev
             },
         }
 
-    @app.post(UPLOAD_PATH, response_model=ImageOut, status_code=201, tags=["images"])
+    @app.post(UPLOAD_PATH, response_model=ImageOut, status_code=201, tags=["images"],
+              responses=error_responses(400, 403, 413, 415, 422, 500))
     async def upload_image(file: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP or GIF (first frame)")]) -> dict:
         """Uploads an image and computes its embedding once; prompts on it are then fast.
         The type is detected from the content; the name and declared type are ignored."""
@@ -143,20 +144,23 @@ def create_app(model: PromptableModel, settings: ServeSettings | None = None, ev
         entry = state.cache.add(embedding, data, decoded.format)
         return {"id": entry.id, "width": entry.width, "height": entry.height, "format": entry.format}
 
-    @app.get(UPLOAD_PATH + "/{image_id}", response_model=ImageOut, tags=["images"])
+    @app.get(UPLOAD_PATH + "/{image_id}", response_model=ImageOut, tags=["images"],
+             responses=error_responses(400, 404, 422, 500))
     async def get_image(image_id: str) -> dict:
         """Whether an image is still cached, and its size."""
         entry = state.image(image_id)
         return {"id": entry.id, "width": entry.width, "height": entry.height, "format": entry.format}
 
-    @app.delete(UPLOAD_PATH + "/{image_id}", status_code=204, tags=["images"])
+    @app.delete(UPLOAD_PATH + "/{image_id}", status_code=204, tags=["images"],
+                responses=error_responses(400, 403, 404, 422, 500))
     async def delete_image(image_id: str) -> Response:
         """Drops an image and its embedding from the cache."""
         if not state.cache.remove(image_id):
             raise UnknownImage(image_id)
         return Response(status_code=204)
 
-    @app.post(UPLOAD_PATH + "/{image_id}/regions", response_model=RegionsOut, tags=["regions"])
+    @app.post(UPLOAD_PATH + "/{image_id}/regions", response_model=RegionsOut, tags=["regions"],
+              responses=error_responses(400, 403, 404, 413, 422, 500))
     async def regions(image_id: str, body: RegionsRequest) -> dict:
         """One region per prompt: mask (COCO RLE), box, predicted IoU, concepts, caption.
         Requests arriving together for the same image share one decoder batch."""
@@ -169,7 +173,8 @@ def create_app(model: PromptableModel, settings: ServeSettings | None = None, ev
         found = await state.batcher.predict(entry, prompts, body.top_k, body.captions)
         return await state.regions_json(entry, found)
 
-    @app.post(UPLOAD_PATH + "/{image_id}/everything", response_model=RegionsOut, tags=["regions"])
+    @app.post(UPLOAD_PATH + "/{image_id}/everything", response_model=RegionsOut, tags=["regions"],
+              responses=error_responses(400, 403, 404, 413, 422, 500, 501))
     async def everything_regions(image_id: str) -> dict:
         """Automatic mode: regions for everything in the image (501 where not installed)."""
         entry = state.image(image_id)

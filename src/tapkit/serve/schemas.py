@@ -95,3 +95,26 @@ class Health(BaseModel):
     cache: CacheInfo
     batching: BatchInfo
     limits: Limits
+
+
+class ErrorOut(BaseModel):
+    """Every error answer (4xx, 5xx)."""
+
+    detail: str = Field(..., description="one line saying what is wrong")
+
+
+ERROR_DESCRIPTIONS = {
+    400: "bad request: a Host this server does not serve, or an invalid Content-Length",
+    403: "a write from another site (cross-origin) is refused",
+    404: "unknown image id: never uploaded, deleted or evicted from the cache",
+    413: "the request body is over the limit",
+    415: "the upload is not an image of a supported type",
+    422: "the request is malformed (bad JSON, a prompt outside the image, an unreadable image, over a limit)",
+    500: "the server failed (details only in its log)",
+    501: "automatic mode is turned off in this server",
+}
+
+
+def error_responses(*codes: int) -> dict:
+    """The `responses` of a route: each error code with its body, {"detail": "..."}."""
+    return {code: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
