@@ -51,6 +51,7 @@ def test_no_install_line_names_someone_elses_package():
     bad = re.compile(r"pip install(?:\s+-\S+)*\s+['\"]?tapkit(?:\[[^\]]*\])?['\"]?(?=[\s`]|$)", re.M)
     found = [f"{f.relative_to(ROOT)}: {m.group(0)}" for f, text in _texts() for m in bad.finditer(text)]
     assert not found, found
+    assert not [f for f, text in _texts() if re.search(r"import open_clip|pip install[^\n]*open.clip", text)]
     hints = re.compile(r"pip install '([a-z-]+)\[")
     names = {m.group(1) for _, text in _texts() for m in hints.finditer(text)}
     assert names <= {DISTRIBUTION}, names

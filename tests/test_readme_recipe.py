@@ -22,9 +22,9 @@ TINY_TRAIN = ["--set", "steps=2", "--set", "batch_images=2", "--set", "ckpt_ever
 TINY_IMAGES = "64"
 
 
-def recipe_commands() -> list[list[str]]:
-    """The `tapkit` command lines of the README's "Train your own" code block, as argv lists."""
-    section = (ROOT / "README.md").read_text().split("## Train your own", 1)[1]
+def recipe_commands(heading: str = "## Train your own") -> list[list[str]]:
+    """The `tapkit` command lines of the first bash block under a README heading, as argv lists."""
+    section = (ROOT / "README.md").read_text().split(heading, 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     commands = []
     for line in block.replace("\\\n", " ").splitlines():
@@ -37,7 +37,7 @@ def recipe_commands() -> list[list[str]]:
 def tiny(argv: list[str]) -> list[str]:
     argv = list(argv)
     if argv[:2] == ["data", "synth"]:
-        argv[argv.index("--images") + 1] = "6"
+        argv[argv.index("--images") + 1] = "6"  # the world's names are all there from the first image on
         argv += ["--size", TINY_IMAGES]
     if argv[0] == "train":
         argv += TINY_TRAIN
@@ -89,3 +89,13 @@ def test_an_encoder_depth_the_model_cannot_take(clone, capsys):
         "tapkit train: error: image encoder depth must be a multiple of 4 (a cross-window block closes each quarter "
         "of the encoder), got 2"]
     assert not (clone / "runs").exists()
+
+
+def test_the_readme_clip_commands_run_as_written(clone, capsys, one_torch_thread):
+    commands = recipe_commands("## CLIP\n")
+    assert [" ".join(argv[:2]) for argv in commands] == ["data synth", "concepts build", "data evaluate-clip"]
+    for argv in commands:
+        code = main(tiny(argv))
+        out = capsys.readouterr()
+        assert code == 0, f"tapkit {' '.join(argv)} -> {code}: {out.err[-2000:]}"
+    assert (clone / "concepts.pkl").is_file() and "top1" in out.out.replace("_", "").lower()
