@@ -190,8 +190,9 @@ def test_routed_masks_match_the_predictor(tiny_model, rgb_image):
     for region in result.regions:
         (expected,) = predictor.predict([tapkit.Prompt(points=[(*region.point, 1)])], top_k=1, captions=False)
         assert np.array_equal(region.mask, expected.mask)
-        # one click alone vs a grid decoded in a batch: float32 sums in another order
-        assert region.score == pytest.approx(expected.score, rel=1e-5) and region.mask_index == expected.mask_index
+        # A batch of 9 prompts and a single prompt take different matmul kernels: equal to
+        # float32 rounding, not bit for bit.
+        assert region.score == pytest.approx(expected.score, abs=1e-5) and region.mask_index == expected.mask_index
         assert region.concept == expected.concept
 
 
