@@ -106,3 +106,14 @@ def test_every_answer_is_declared_by_the_schema(served):
     check("post", "/v1/images", served.post("/v1/images", files={"file": ("a.png", png, "image/png")},
                                             headers={"origin": "http://evil.example"}), 403)
     check("delete", one, served.delete(f"/v1/images/{image}"), 204)
+
+
+def test_a_wrong_method_lists_every_method_of_the_path(served):
+    """405's Allow names all the methods the schema documents for the path (Starlette alone
+    names only the first route that matched: GET, not DELETE)."""
+    schema = served.get("/openapi.json").json()
+    path = "/v1/images/{image_id}"
+    documented = sorted(m.upper() for m in schema["paths"][path])
+    answer = served.request("OPTIONS", "/v1/images/0")
+    assert answer.status_code == 405 and answer.json() == {"detail": "Method Not Allowed"}
+    assert sorted(m.strip() for m in answer.headers["allow"].split(",")) == documented == ["DELETE", "GET"]

@@ -18,6 +18,8 @@ from fastapi import FastAPI, File, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from tapkit import __version__
 from tapkit.errors import UserError
@@ -211,6 +213,14 @@ def add_error_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_message(err.errors())}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        headers = dict(err.headers or {})
+        if err.status_code == 405:
+            # Starlette names only the first route that matched the path; list them all.
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+        return JSONResponse({"detail": str(err.detail)}, status_code=err.status_code, headers=headers)
+
     @app.exception_handler(ModelFailure)
     async def model_failure(request: Request, err: ModelFailure) -> JSONResponse:
         return JSONResponse({"detail": "internal error while running the model; see the server log"}, status_code=500)
@@ -219,6 +229,16 @@ def add_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=err)
         return JSONResponse({"detail": "internal server error; see the server log"}, status_code=500)
+
+
+def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
+    """Every method some route serves at this request's path."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def validation_message(errors) -> str:
