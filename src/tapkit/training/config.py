@@ -96,6 +96,12 @@ class ClipTrainConfig:
     scene_prob: float = 0.25  # chance a sample is the whole image rather than a crop around one region
     crop_margin: tuple[float, float] = (1.15, 1.7)  # crop side / the region box's longer side
     hflip_prob: float = 0.5  # crops only (scene captions say left and right)
+    # Region samples, in the regime SAN recognises in: the whole image at region_size, the
+    # class token entering block region_start copied and run through the last blocks with
+    # one region's mask as its attention bias, paired with the region's text.
+    region_prob: float = 0.0
+    region_size: int = 128
+    region_start: int = 3
 
 
 @dataclass
