@@ -13,6 +13,7 @@ from pathlib import Path
 from tapkit.errors import UserError
 from tapkit.models.clip.config import TextConfig, VisionConfig
 from tapkit.models.san.config import SideConfig
+from tapkit.models.san.pat.config import CodebookConfig, PatConfig, PyramidLevel
 from tapkit.models.sca.config import MixerConfig
 from tapkit.models.tap.config import ImageDecoderConfig, ImageEncoderConfig, TapConfig, TextDecoderConfig
 from tapkit.training.mask_criterion import CriterionConfig
@@ -127,6 +128,37 @@ class SanTrainConfig:
 
 
 @dataclass
+class PatTrainConfig:
+    """Stage pat: a SAN (section `san`) with PAT's feature-pyramid tokenizer (docs/pat.md),
+    trained with SAN's losses + `recon_weight` x reconstruction + `codebook_weight` x the
+    codebook terms. `layers` / `strides`: the pyramid's CLIP layers and their pooling."""
+
+    layers: tuple = (1, 2, 3)
+    strides: tuple = (1, 2, 4)
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
+    width: int = 64
+    guidance_width: int = 64
+    coupling: str = "loose"  # loose (segmentation trains the semantic branch only) or coupled
+    shared_decoder: bool = True  # the semantic branch reads the pixel branch's top-down decoder
+    guidance_at: int = 3  # side-network index where the guidance is added (as in san.fusion)
+    recon_size: int = 64
+    recon_weight: float = 1.0
+    codebook_weight: float = 1.0
+
+    def __post_init__(self):
+        if len(self.layers) != len(self.strides) or not self.layers:
+            raise UserError(f"pat.layers and pat.strides must be as long (one per level), got {list(self.layers)} "
+                            f"and {list(self.strides)}")
+        if self.coupling not in ("loose", "coupled"):
+            raise UserError(f"pat.coupling must be 'loose' or 'coupled', got '{self.coupling}'")
+
+    def model_config(self) -> PatConfig:
+        levels = tuple(PyramidLevel(int(layer), int(stride)) for layer, stride in zip(self.layers, self.strides))
+        return PatConfig(levels, self.codebook, self.width, self.guidance_width, self.coupling, self.shared_decoder,
+                         self.guidance_at, self.recon_size)
+
+
+@dataclass
 class TrainConfig:
     stage: str = "segment"  # segment (promptable + concepts), caption, sca, or clip
     out_dir: str = "runs/tap"
@@ -149,10 +181,11 @@ class TrainConfig:
     sca: ScaTrainConfig = field(default_factory=ScaTrainConfig)
     clip: ClipTrainConfig = field(default_factory=ClipTrainConfig)
     san: SanTrainConfig = field(default_factory=SanTrainConfig)
+    pat: PatTrainConfig = field(default_factory=PatTrainConfig)  # stage pat (with `san`)
 
     def __post_init__(self):
-        if self.stage not in ("segment", "caption", "sca", "clip", "san"):
-            raise UserError(f"stage must be 'segment', 'caption', 'sca', 'clip' or 'san', got '{self.stage}'")
+        if self.stage not in ("segment", "caption", "sca", "clip", "san", "pat"):
+            raise UserError(f"stage must be 'segment', 'caption', 'sca', 'clip', 'san' or 'pat', got '{self.stage}'")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise UserError(f"precision must be fp32, bf16 or fp16, got '{self.precision}'")
         if self.distributed not in ("ddp", "fsdp"):

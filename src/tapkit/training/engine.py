@@ -25,7 +25,7 @@ from tapkit.training import distributed
 from tapkit.training.checkpoint import (CHECKPOINT_NAME, TrainState, check_resume, load_train_state, rng_state,
                                        save_train_state, set_rng_state)
 from tapkit.training.config import TrainConfig, config_to_dict
-from tapkit.training.stages import Stage, clip, san, sca, tap_caption, tap_segment
+from tapkit.training.stages import Stage, clip, pat, san, sca, tap_caption, tap_segment
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -61,7 +61,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
 
 # The stages, by the name a config's `stage` gives (one module each under stages/).
 STAGES: dict[str, Stage] = {"segment": tap_segment.STAGE, "caption": tap_caption.STAGE, "sca": sca.STAGE,
-                            "clip": clip.STAGE, "san": san.STAGE}
+                            "clip": clip.STAGE, "san": san.STAGE, "pat": pat.STAGE}
 
 
 def stage_for(cfg: TrainConfig) -> Stage:

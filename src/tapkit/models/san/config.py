@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from tapkit.models.clip.config import ClipConfig, TextConfig, VisionConfig
+from tapkit.models.san.pat.config import PatConfig
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,15 @@ class SanConfig:
     decoder_width: int = 256
     decoder_layers: int = 3
     templates: str = "vild"
+    pat: PatConfig | None = None  # PAT (docs/pat.md): feature-pyramid tokens guiding the side network
 
     def __post_init__(self):
         assert 0 < self.recognition_start < self.clip.vision.layers, "recognition needs at least one CLIP block"
         assert all(0 <= layer <= self.recognition_start for _, layer in self.fusion), "fusion reads CLIP before recognition"
         assert all(1 <= d <= self.side.layers for d in self.deep_supervision) and self.deep_supervision[-1] == self.side.layers
+        if self.pat is not None:
+            assert all(layer <= self.recognition_start for layer in self.pat.layers), "PAT reads CLIP before recognition"
+            assert 0 <= self.pat.guidance_at < self.side.layers, "PAT's guidance enters before the last side block"
 
     @property
     def bias_heads(self) -> int:
@@ -71,7 +76,8 @@ class SanConfig:
         return cls(clip=clip_cfg, side=SideConfig(**d["side"]), fusion=tuple(tuple(p) for p in d["fusion"]),
                    recognition_start=d["recognition_start"], deep_supervision=tuple(d["deep_supervision"]),
                    clip_resolution=d["clip_resolution"], decoder_width=d["decoder_width"],
-                   decoder_layers=d["decoder_layers"], templates=d["templates"])
+                   decoder_layers=d["decoder_layers"], templates=d["templates"],
+                   pat=PatConfig.from_dict(d["pat"]) if d.get("pat") else None)
 
 
 OPENAI_B16 = ClipConfig(512, VisionConfig(224, 16, 768, 12, 12), TextConfig(77, 49408, 512, 8, 12), quick_gelu=True)

@@ -2,7 +2,9 @@
 whole; CLIP's maps are fused into the side tokens; the side blocks named in
 `deep_supervision` are decoded into mask proposals and attention biases; the last CLIP
 blocks recognise every proposal through its bias; each region embedding is scored
-against the classes' text embeddings (+ the learnable background) at CLIP's logit scale."""
+against the classes' text embeddings (+ the learnable background) at CLIP's logit scale.
+With `cfg.pat` (PAT, docs/pat.md) the tokenizer reads CLIP's pyramid from the same pass
+and its guidance is added to the side network's patch tokens at `pat.guidance_at`."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from tapkit.models.san.classifier import LearnableBackground, text_classifier
 from tapkit.models.san.config import SanConfig
 from tapkit.models.san.fusion import AddFusion
 from tapkit.models.san.mask_decoder import MaskDecoder
+from tapkit.models.san.pat.tokenizer import FeaturePyramidTokenizer, PatOutput
 from tapkit.models.san.recognition import ClipFeatures, clip_features, recognize
 from tapkit.models.san.side_vit import SideViT
 
@@ -34,13 +37,15 @@ class SanAuxOutput:
 class SanOutput:
     """The last side block's prediction (mask_logits, class_logits as in SanAuxOutput),
     `aux` the earlier supervised blocks (training), `pixels` the last block's patch
-    features (B, side width, h, w) and `clip` the CLIP features the side network read."""
+    features (B, side width, h, w) and `clip` the CLIP features the side network read;
+    `pat` PAT's tokens, reconstruction and guidance when the config has a PAT."""
 
     mask_logits: torch.Tensor
     class_logits: torch.Tensor
     aux: list[SanAuxOutput] = field(default_factory=list)
     pixels: torch.Tensor | None = None
     clip: ClipFeatures | None = None
+    pat: PatOutput | None = None
 
 
 class SanModel(nn.Module):
@@ -55,6 +60,7 @@ class SanModel(nn.Module):
         self.fusion = nn.ModuleDict({f"layer_{s}": AddFusion(width, cfg.side.width) for s, _ in cfg.fusion})
         self.mask_decoder = MaskDecoder(cfg.side.width, cfg.bias_heads, cfg.decoder_width, cfg.decoder_layers)
         self.background = LearnableBackground(cfg.clip.embed_dim)
+        self.pat = FeaturePyramidTokenizer(cfg.pat, width, cfg.side.width) if cfg.pat is not None else None
 
     @property
     def size_divisibility(self) -> int:
@@ -80,17 +86,18 @@ class SanModel(nn.Module):
         `aux` (default: when training) decodes every deep-supervision block."""
         aux = self.training if aux is None else aux
         cfg = self.cfg
-        feats = clip_features(self.clip.visual, self.clip_input(images), {layer for _, layer in cfg.fusion},
-                              cfg.recognition_start)
+        layers = {layer for _, layer in cfg.fusion} | (cfg.pat.layers if cfg.pat is not None else set())
+        feats = clip_features(self.clip.visual, self.clip_input(images), layers, cfg.recognition_start)
         fuse_at = dict(cfg.fusion)
         x, grid = self.side.tokens(images)
         q = cfg.side.num_queries
+        pat = self.pat(feats.maps, grid) if self.pat is not None else None
         pos = self.side.positional(*grid)
-        x = self._fuse(0, x + pos, feats, fuse_at, grid, q)
+        x = self._guide(0, self._fuse(0, x + pos, feats, fuse_at, grid, q), pat, q)
         decoded = []
         last = len(self.side.blocks)
         for i, block in enumerate(self.side.blocks, start=1):
-            x = self._fuse(i, block(x), feats, fuse_at, grid, q)
+            x = self._guide(i, self._fuse(i, block(x), feats, fuse_at, grid, q), pat, q)
             if i in cfg.deep_supervision and (aux or i == last):
                 decoded.append(x)
             if i < last:
@@ -102,7 +109,13 @@ class SanModel(nn.Module):
             masks, bias = self.mask_decoder(tokens[:, :q], pixels)
             regions = recognize(self.clip.visual, cfg.recognition_start, feats, bias)
             outs.append(SanAuxOutput(masks, scale * regions @ classifier.to(regions.dtype).t()))
-        return SanOutput(outs[-1].mask_logits, outs[-1].class_logits, outs[:-1], pixels, feats)
+        return SanOutput(outs[-1].mask_logits, outs[-1].class_logits, outs[:-1], pixels, feats, pat)
+
+    def _guide(self, index: int, x: torch.Tensor, pat: PatOutput | None, q: int) -> torch.Tensor:
+        """PAT's guidance (B, side width, h, w) added to the patch tokens at `pat.guidance_at`."""
+        if pat is None or index != self.cfg.pat.guidance_at:
+            return x
+        return torch.cat([x[:, :q], x[:, q:] + pat.guidance.flatten(2).transpose(1, 2).to(x.dtype)], 1)
 
     def _fuse(self, index: int, x: torch.Tensor, feats: ClipFeatures, fuse_at: dict[int, int],
               grid: tuple[int, int], q: int) -> torch.Tensor:

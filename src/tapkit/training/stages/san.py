@@ -131,10 +131,14 @@ class SanObjective(nn.Module):
         with torch.no_grad():
             self.register_buffer("text", text_classifier(model.clip, tokens, num_templates), persistent=False)
 
-    def forward(self, batch: SanBatch) -> LossOutput:
+    def predict(self, batch: SanBatch) -> tuple[SanOutput, list[SemanticTarget]]:
+        """The model's output on the batch (every supervised block) and the targets on its device."""
         device = self.text.device
         targets = [SemanticTarget(t.labels.to(device), t.masks.to(device)) for t in batch.targets]
-        output = self.model(batch.images.to(device), self.model.background(self.text), aux=True)
+        return self.model(batch.images.to(device), self.model.background(self.text), aux=True), targets
+
+    def forward(self, batch: SanBatch) -> LossOutput:
+        output, targets = self.predict(batch)
         return san_loss(output, targets, self.criterion)
 
 
@@ -174,14 +178,18 @@ def _dataset(cfg: TrainConfig) -> SemsegDataset:
     return open_dataset(cfg.san.dataset, cfg.data.semseg, split="train")
 
 
-def objective(model: SanModel, cfg: TrainConfig) -> SanObjective:
+def vocabulary_tokens(model: SanModel, cfg: TrainConfig) -> tuple[torch.Tensor, int]:
+    """The training vocabulary's prompts, tokenized: (C * T, L) and the number of templates T."""
     from tapkit.models.clip.build import clip_tokenizer
 
     names, _ = training_vocabulary(_dataset(cfg), cfg.san.exclude_classes)
     tokenizer = clip_tokenizer(cfg.san.clip or _default_clip(), None, model.clip.context_length)
     prompts = templates(model.cfg.templates)
-    tokens = tokenizer([t.format(n) for n in names for t in prompts], model.clip.context_length)
-    return SanObjective(model, tokens, len(prompts), cfg.san.criterion)
+    return tokenizer([t.format(n) for n in names for t in prompts], model.clip.context_length), len(prompts)
+
+
+def objective(model: SanModel, cfg: TrainConfig) -> SanObjective:
+    return SanObjective(model, *vocabulary_tokens(model, cfg), cfg.san.criterion)
 
 
 def _default_clip() -> str:
