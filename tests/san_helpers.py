@@ -24,3 +24,28 @@ def san_config(clip_folder: Path, semseg: Path, out_dir: Path, **overrides) -> d
            "optim": {"lr": 1e-3, "warmup_steps": 1}}
     cfg.update(overrides)
     return cfg
+
+
+def tiny_san_folder(root: Path, seed: int = 0) -> Path:
+    """A random tiny SAN on a random tiny CLIP, saved as tapkit saves one (model.safetensors
+    with its SanConfig + the CLIP's vocab.json / merges.txt): what load_segmenter reads."""
+    import torch
+
+    import tapkit
+    from tapkit.checkpoint.io import save_safetensors
+    from tapkit.models.san.config import SanConfig, SideConfig
+    from tapkit.models.san.model import SanModel
+    from tapkit.testing import make_tiny_clip
+
+    clip_files = make_tiny_clip(root / "clip", seed=seed)
+    clip = tapkit.load_clip(clip_files.folder).model
+    torch.manual_seed(seed)
+    cfg = SanConfig(clip=clip.cfg, side=SideConfig(64, 16, 32, 3, 2, 2.0, 6), fusion=((0, 0), (1, 1), (2, 2)),
+                    recognition_start=3, deep_supervision=(2, 3), decoder_width=16, templates="synthetic")
+    model = SanModel(cfg, clip)
+    folder = root / "san"
+    folder.mkdir(parents=True)
+    save_safetensors(model.state_dict(), folder / "model.safetensors", config=cfg.to_dict())
+    for name in ("vocab.json", "merges.txt"):
+        (folder / name).write_bytes((clip_files.folder / name).read_bytes())
+    return folder
