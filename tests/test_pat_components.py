@@ -146,7 +146,7 @@ def test_quantizer_state_does_not_change_in_eval_mode():
 
 def test_pixel_branch_composes_bottom_up_and_decodes_top_down():
     torch.manual_seed(0)
-    branch = PixelBranch(3, 4, 8, recon_size=16).eval()
+    branch = PixelBranch(3, 4, 8, recon_factor=2).eval()
     tokens = [torch.randn(1, 4, 8, 8), torch.randn(1, 4, 4, 4), torch.randn(1, 4, 2, 2)]
     out = branch(tokens)
     assert out.reconstruction.shape == (1, 3, 16, 16)
@@ -161,7 +161,7 @@ def test_pixel_branch_composes_bottom_up_and_decodes_top_down():
 
 def test_pixel_branch_learns_to_reconstruct():
     torch.manual_seed(0)
-    branch = PixelBranch(2, 4, 16, recon_size=8)
+    branch = PixelBranch(2, 4, 16, recon_factor=2)
     tokens = [torch.randn(2, 4, 4, 4), torch.randn(2, 4, 2, 2)]
     images = F.interpolate(tokens[0][:, :3], size=(32, 32), mode="nearest")
     opt = torch.optim.Adam(branch.parameters(), 1e-2)
@@ -186,7 +186,7 @@ def test_semantic_branch_starts_at_zero_and_learns():
 
 def _tokenizer(coupling: str, shared: bool, levels=LEVELS) -> FeaturePyramidTokenizer:
     cfg = PatConfig(levels=levels, codebook=CodebookConfig(num_codes=16, dim=8), width=8, guidance_width=8,
-                    coupling=coupling, shared_decoder=shared, recon_size=16)
+                    coupling=coupling, shared_decoder=shared, recon_factor=2)
     torch.manual_seed(0)
     tok = FeaturePyramidTokenizer(cfg, clip_width=32, side_width=12)
     torch.nn.init.normal_(tok.semantic.out.weight)  # as after training: the guidance is not zero

@@ -19,7 +19,7 @@ from tapkit.training.engine import train
 from san_helpers import san_config, tiny_semseg
 
 PAT = PatConfig(levels=(PyramidLevel(1, 1), PyramidLevel(2, 2)), codebook=CodebookConfig(num_codes=8, dim=8), width=8,
-                guidance_width=8, guidance_at=1, recon_size=16)
+                guidance_width=8, guidance_at=1, recon_factor=4)
 
 
 def tiny_config(**kw) -> SanConfig:
@@ -66,7 +66,7 @@ def semseg(tmp_path_factory):
 
 
 PAT_TRAIN = {"layers": [1, 2], "strides": [1, 2], "codebook": {"num_codes": 8, "dim": 8}, "width": 8,
-             "guidance_width": 8, "guidance_at": 1, "recon_size": 16}
+             "guidance_width": 8, "guidance_at": 1, "recon_factor": 4}
 
 
 def test_stage_pat_trains_from_a_san_and_exports_a_loadable_pat(tiny_clip, semseg, tmp_path):

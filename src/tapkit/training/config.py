@@ -141,7 +141,7 @@ class PatTrainConfig:
     coupling: str = "loose"  # loose (segmentation trains the semantic branch only) or coupled
     shared_decoder: bool = True  # the semantic branch reads the pixel branch's top-down decoder
     guidance_at: int = 3  # side-network index where the guidance is added (as in san.fusion)
-    recon_size: int = 64
+    recon_factor: int = 4  # the reconstruction is the finest level's grid x this
     recon_weight: float = 1.0
     codebook_weight: float = 1.0
 
@@ -155,7 +155,7 @@ class PatTrainConfig:
     def model_config(self) -> PatConfig:
         levels = tuple(PyramidLevel(int(layer), int(stride)) for layer, stride in zip(self.layers, self.strides))
         return PatConfig(levels, self.codebook, self.width, self.guidance_width, self.coupling, self.shared_decoder,
-                         self.guidance_at, self.recon_size)
+                         self.guidance_at, self.recon_factor)
 
 
 @dataclass

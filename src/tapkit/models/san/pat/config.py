@@ -47,7 +47,8 @@ class PatConfig:
     shared_decoder: the semantic branch reads the pixel branch's top-down decoder
     features (one decoder for both tasks) instead of fusing the raw tokens itself.
     guidance_at: the side-network index (as in SanConfig.fusion) where the guidance is
-    added to the patch tokens. recon_size: the side of the reconstructed image."""
+    added to the patch tokens. recon_factor: the reconstructed image is the finest
+    level's grid times this (CLIP's grid x 4 at stride 1: a 2-pixel cell at patch 8)."""
 
     levels: tuple[PyramidLevel, ...] = (PyramidLevel(1, 1), PyramidLevel(2, 2), PyramidLevel(3, 4))
     codebook: CodebookConfig = CodebookConfig()
@@ -56,13 +57,13 @@ class PatConfig:
     coupling: str = "loose"
     shared_decoder: bool = True
     guidance_at: int = 3
-    recon_size: int = 64
+    recon_factor: int = 4
 
     def __post_init__(self):
         assert self.levels, "PAT needs at least one pyramid level"
         assert all(lv.stride >= 1 for lv in self.levels), "strides are >= 1"
         assert self.coupling in COUPLINGS, f"coupling is one of {COUPLINGS}"
-        assert self.recon_size > 0
+        assert self.recon_factor >= 1
 
     @property
     def layers(self) -> set[int]:

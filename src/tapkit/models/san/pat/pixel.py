@@ -18,7 +18,8 @@ def conv_block(cin: int, cout: int) -> nn.Sequential:
 
 @dataclass
 class PixelOutput:
-    """reconstruction (B, 3, S, S) in the normalized image space; decoded: the top-down
+    """reconstruction (B, 3, h_0 * f, w_0 * f) in the normalized image space (f the
+    reconstruction factor, h_0 x w_0 the finest level); decoded: the top-down
     decoder's features per level, finest first, each (B, width, h_l, w_l)."""
 
     reconstruction: torch.Tensor
@@ -26,9 +27,9 @@ class PixelOutput:
 
 
 class PixelBranch(nn.Module):
-    def __init__(self, num_levels: int, code_dim: int, width: int, recon_size: int):
+    def __init__(self, num_levels: int, code_dim: int, width: int, recon_factor: int):
         super().__init__()
-        self.recon_size = recon_size
+        self.recon_factor = recon_factor
         self.embed = nn.ModuleList(nn.Conv2d(code_dim, width, 1) for _ in range(num_levels))
         self.compose = nn.ModuleList(conv_block(width, width) for _ in range(num_levels))
         self.decode = nn.ModuleList(conv_block(width, width) for _ in range(num_levels))
@@ -56,7 +57,8 @@ class PixelBranch(nn.Module):
         return decoded[::-1]
 
     def paint(self, finest: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(finest, size=(self.recon_size, self.recon_size), mode="bilinear", align_corners=False)
+        f = self.recon_factor
+        x = F.interpolate(finest, scale_factor=f, mode="bilinear", align_corners=False) if f > 1 else finest
         return self.head(x)
 
     def forward(self, tokens: list[torch.Tensor]) -> PixelOutput:

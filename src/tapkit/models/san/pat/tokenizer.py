@@ -25,7 +25,7 @@ from tapkit.models.san.pat.semantic import SemanticBranch
 @dataclass
 class PatOutput:
     """guidance (B, side width, h, w) for the side network's patch tokens;
-    reconstruction (B, 3, S, S) normalized like the input; indices: per level (B, h_l, w_l)
+    reconstruction (B, 3, h, w) normalized like the input; indices: per level (B, h_l, w_l)
     code maps, finest first; codebook_loss: the levels' summed codebook terms (scalar);
     usage / perplexity: per level, as `Quantized` reports them."""
 
@@ -45,7 +45,7 @@ class FeaturePyramidTokenizer(nn.Module):
         self.pyramid = FeaturePyramid(cfg.levels)
         self.encoders = nn.ModuleList(nn.Conv2d(clip_width, dim, 1) for _ in range(n))
         self.codebooks = nn.ModuleList(VectorQuantizer(cfg.codebook) for _ in range(n))
-        self.pixel = PixelBranch(n, dim, cfg.width, cfg.recon_size)
+        self.pixel = PixelBranch(n, dim, cfg.width, cfg.recon_factor)
         self.semantic = SemanticBranch(n, cfg.width if cfg.shared_decoder else dim, cfg.guidance_width, side_width)
 
     def forward(self, maps: dict[int, torch.Tensor], grid: tuple[int, int]) -> PatOutput:
