@@ -26,9 +26,10 @@ def san_config(clip_folder: Path, semseg: Path, out_dir: Path, **overrides) -> d
     return cfg
 
 
-def tiny_san_folder(root: Path, seed: int = 0) -> Path:
+def tiny_san_folder(root: Path, seed: int = 0, pat=None) -> Path:
     """A random tiny SAN on a random tiny CLIP, saved as tapkit saves one (model.safetensors
-    with its SanConfig + the CLIP's vocab.json / merges.txt): what load_segmenter reads."""
+    with its SanConfig + the CLIP's vocab.json / merges.txt): what load_segmenter reads.
+    `pat`: a PatConfig makes it a PAT."""
     import torch
 
     import tapkit
@@ -41,7 +42,7 @@ def tiny_san_folder(root: Path, seed: int = 0) -> Path:
     clip = tapkit.load_clip(clip_files.folder).model
     torch.manual_seed(seed)
     cfg = SanConfig(clip=clip.cfg, side=SideConfig(64, 16, 32, 3, 2, 2.0, 6), fusion=((0, 0), (1, 1), (2, 2)),
-                    recognition_start=3, deep_supervision=(2, 3), decoder_width=16, templates="synthetic")
+                    recognition_start=3, deep_supervision=(2, 3), decoder_width=16, templates="synthetic", pat=pat)
     model = SanModel(cfg, clip)
     folder = root / "san"
     folder.mkdir(parents=True)

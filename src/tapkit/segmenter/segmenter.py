@@ -10,6 +10,7 @@ same classes embeds the names once."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,18 @@ class Segmentation:
     def mask(self, name: str) -> np.ndarray:
         """(H, W) bool: the pixels labelled `name`."""
         return self.label_map == self.classes.index(name)
+
+
+@dataclass
+class TokenMaps:
+    """PAT's tokens of one image (padding cropped): code_maps per pyramid level, finest
+    first, (h_l, w_l) int64 code indices; num_codes per level; reconstruction (h, w, 3)
+    uint8, the pixel branch's picture of the tokens; image_size (H, W) of the image."""
+
+    code_maps: list[np.ndarray]
+    num_codes: list[int]
+    reconstruction: np.ndarray
+    image_size: tuple[int, int]
 
 
 @dataclass
@@ -114,6 +127,29 @@ class Segmenter:
         masks = F.interpolate(out.mask_logits.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
         masks = F.interpolate(masks[:, :, :nh, :nw], size=rgb.shape[:2], mode="bilinear", align_corners=False)
         return semantic_probabilities(masks, out.class_logits.float())[0]
+
+    @property
+    def has_tokens(self) -> bool:
+        """True for a PAT (a SAN with the feature-pyramid tokenizer): `tokens` works."""
+        return self.model.cfg.pat is not None
+
+    @torch.inference_mode()
+    def tokens(self, image) -> TokenMaps:
+        """An image -> TokenMaps (a PAT only: see `has_tokens`)."""
+        if not self.has_tokens:
+            raise UserError("this model is a SAN without PAT's feature-pyramid tokenizer: it has no tokens to show")
+        rgb = as_rgb_array(image)
+        x, (nh, nw) = self.preprocess(rgb)
+        out = self.model.tokenize(x.to(self.device, self.dtype))
+
+        def crop(t: torch.Tensor) -> torch.Tensor:
+            h, w = t.shape[-2:]
+            return t[..., : max(1, math.ceil(h * nh / x.shape[2])), : max(1, math.ceil(w * nw / x.shape[3]))]
+
+        recon = crop(out.reconstruction[0].float()).cpu() * self.std + self.mean
+        recon = (recon.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        return TokenMaps([crop(i[0]).cpu().numpy().astype(np.int64) for i in out.indices],
+                         [self.model.cfg.pat.codebook.num_codes] * len(out.indices), recon, tuple(rgb.shape[:2]))
 
     def segment(self, image, classes: list[str]) -> Segmentation:
         """An image (path, PIL image or (H, W, 3) uint8) and class names -> Segmentation."""

@@ -111,6 +111,14 @@ class SanModel(nn.Module):
             outs.append(SanAuxOutput(masks, scale * regions @ classifier.to(regions.dtype).t()))
         return SanOutput(outs[-1].mask_logits, outs[-1].class_logits, outs[:-1], pixels, feats, pat)
 
+    def tokenize(self, images: torch.Tensor) -> PatOutput:
+        """PAT's tokens alone (CLIP's pyramid and the tokenizer, no side network): images
+        as `forward` takes them -> PatOutput (its guidance on the side grid)."""
+        assert self.pat is not None, "tokenize needs a PAT (SanConfig.pat)"
+        feats = clip_features(self.clip.visual, self.clip_input(images), self.cfg.pat.layers, self.cfg.recognition_start)
+        patch = self.cfg.side.patch_size
+        return self.pat(feats.maps, (images.shape[2] // patch, images.shape[3] // patch))
+
     def _guide(self, index: int, x: torch.Tensor, pat: PatOutput | None, q: int) -> torch.Tensor:
         """PAT's guidance (B, side width, h, w) added to the patch tokens at `pat.guidance_at`."""
         if pat is None or index != self.cfg.pat.guidance_at:
