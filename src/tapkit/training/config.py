@@ -136,8 +136,8 @@ class PatTrainConfig:
     layers: tuple = (1, 2, 3)
     strides: tuple = (1, 2, 4)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
-    width: int = 64
-    guidance_width: int = 64
+    width: int = 32
+    guidance_width: int = 48
     coupling: str = "loose"  # loose (segmentation trains the semantic branch only) or coupled
     shared_decoder: bool = True  # the semantic branch reads the pixel branch's top-down decoder
     guidance_at: int = 3  # side-network index where the guidance is added (as in san.fusion)

@@ -52,8 +52,8 @@ class PatConfig:
 
     levels: tuple[PyramidLevel, ...] = (PyramidLevel(1, 1), PyramidLevel(2, 2), PyramidLevel(3, 4))
     codebook: CodebookConfig = CodebookConfig()
-    width: int = 64
-    guidance_width: int = 64
+    width: int = 32
+    guidance_width: int = 48
     coupling: str = "loose"
     shared_decoder: bool = True
     guidance_at: int = 3
