@@ -99,3 +99,16 @@ def test_stage_pat_refuses_a_pyramid_past_recognition(tiny_clip, semseg, tmp_pat
     with pytest.raises(UserError, match="as long"):
         config_from_dict(san_config(tiny_clip.folder, semseg, tmp_path / "bad", stage="pat",
                                     pat={**PAT_TRAIN, "strides": [1]}))
+
+
+def test_real_data_config_builds_on_san_vit_b16():
+    from pathlib import Path
+
+    from tapkit.models.san.config import PRESETS
+    from tapkit.training.config import load_config
+
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "pat_cocostuff171_vit_b16.yaml")
+    assert cfg.stage == "pat" and cfg.san.dataset == "cocostuff171"
+    pat = cfg.pat.model_config()
+    san = dataclasses.replace(PRESETS["san_vit_b_16"], pat=pat)  # asserts the pyramid reads CLIP before recognition
+    assert [lv.layer for lv in san.pat.levels] == [3, 6, 9] and san.pat.codebook.num_codes == 512
