@@ -98,6 +98,8 @@ def open_dataset(dataset: str, root: str | os.PathLike, split: str = "val", clas
     samples = []
     for label in sorted(labels.glob(f"*{layout.label_ext}")):
         image = images / f"{label.stem}.jpg"
+        if not image.is_file() and (images / f"{label.stem}.png").is_file():
+            image = images / f"{label.stem}.png"
         if not image.is_file():
             raise UserError(f"{dataset}: no image {image} for label map {label.name}")
         samples.append((image, label))

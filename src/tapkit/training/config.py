@@ -40,6 +40,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 100
     grad_clip: float = 1.0
+    schedule: str = "cosine"  # cosine (to lr * min_lr_ratio) or poly (SAN / detectron2's WarmupPolyLR, power 0.9)
 
 
 @dataclass
@@ -188,6 +189,8 @@ class TrainConfig:
             raise UserError(f"stage must be 'segment', 'caption', 'sca', 'clip', 'san' or 'pat', got '{self.stage}'")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise UserError(f"precision must be fp32, bf16 or fp16, got '{self.precision}'")
+        if self.optim.schedule not in ("cosine", "poly"):
+            raise UserError(f"optim.schedule must be cosine or poly, got '{self.optim.schedule}'")
         if self.distributed not in ("ddp", "fsdp"):
             raise UserError(f"distributed must be ddp or fsdp, got '{self.distributed}'")
 

@@ -41,10 +41,13 @@ class TrainResult:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to optim.lr, then cosine decay to lr * min_lr_ratio at the last step."""
+    """Linear warmup to optim.lr, then cosine decay to lr * min_lr_ratio at the last step,
+    or (schedule poly) detectron2's WarmupPolyLR: lr * (1 - step / steps) ** 0.9."""
     o = cfg.optim
     if step < o.warmup_steps:
         return o.lr * (step + 1) / o.warmup_steps
+    if o.schedule == "poly":
+        return o.lr * (1 - min(step, cfg.steps) / cfg.steps) ** 0.9
     progress = (step - o.warmup_steps) / max(1, cfg.steps - o.warmup_steps)
     floor = o.lr * o.min_lr_ratio
     return floor + (o.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
