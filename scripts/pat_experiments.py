@@ -34,7 +34,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from plain_drawings import BACKGROUNDS, render  # noqa: E402
+from plain_drawings import BACKGROUNDS, render, write_semseg  # noqa: E402
 
 import tapkit  # noqa: E402
 from tapkit.data.semseg import open_dataset  # noqa: E402
@@ -62,12 +62,14 @@ VARIANTS: dict[str, dict | None] = {
 
 
 def write_drawings(out: Path, images: int, seed: int, unseen_share: float = 0.5) -> None:
-    """Plain PIL drawings (scripts/plain_drawings.py's renderer) in the synthetic semseg
-    layout; each shape is an unseen class with probability `unseen_share`. White shapes
-    are left out (the backgrounds are white or nearly)."""
-    classes = semseg_classes()
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "labels").mkdir(parents=True, exist_ok=True)
+    """Plain PIL drawings (scripts/plain_drawings.py's renderer and label maps) in the
+    synthetic semseg layout, 2-4 shapes each, each an unseen class with probability
+    `unseen_share` (plain_drawings.py alone draws them at their share of the 42 names).
+    White shapes are left out (the backgrounds are white or nearly)."""
+    for sub in ("images", "labels"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    (out / "classes.txt").write_text("\n".join(semseg_classes()) + "\n")
+    (out / "unseen.txt").write_text("\n".join(UNSEEN) + "\n")
     unseen = [c for c in UNSEEN if not c.startswith("white")]
     seen = [f"{c} {s}" for c in COLOURS if c != "white" for s in SHAPES if f"{c} {s}" not in UNSEEN]
     rng = np.random.default_rng(seed)
@@ -80,13 +82,7 @@ def write_drawings(out: Path, images: int, seed: int, unseen_share: float = 0.5)
             r = float(rng.uniform(0.1, 0.2) * min(w, h))
             items.append((shape, colour, float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r)), r))
         image, masks = render(items, (w, h), BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))])
-        labels = np.zeros((h, w), np.uint8)
-        for (shape, colour, *_), mask in zip(items, masks):
-            labels[mask] = classes.index(f"{colour} {shape}")
-        Image.fromarray(image).save(out / "images" / f"plain_{i:04d}.jpg", quality=95)
-        Image.fromarray(labels).save(out / "labels" / f"plain_{i:04d}.png")
-    (out / "classes.txt").write_text("\n".join(classes) + "\n")
-    (out / "unseen.txt").write_text("\n".join(UNSEEN) + "\n")
+        write_semseg(out, f"plain_{i:04d}", image, items, masks)
 
 
 def run_config(args: argparse.Namespace, variant: str, seed: int, out_dir: Path) -> dict:
