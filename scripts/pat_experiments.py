@@ -110,6 +110,27 @@ def score(segmenter, root: Path, name: str, out: Path, limit: int | None, rt) ->
     return {"mIoU_seen": m["mIoU_seen"], "mIoU_unseen": m["mIoU_unseen"], "mIoU": m["mIoU"]}
 
 
+@torch.no_grad()
+def guidance_ratio(segmenter, root: Path, images: int = 10) -> float:
+    """Mean per-token L2 norm of PAT's guidance over that of the side-network patch tokens
+    it is added to (the output of side block `guidance_at`), on the first `images` images."""
+    model = segmenter.model
+    at, q = model.cfg.pat.guidance_at, model.cfg.side.num_queries
+    assert at >= 1, "the ratio reads the output of side block guidance_at"
+    seen = []
+    hook = model.side.blocks[at - 1].register_forward_hook(lambda m, i, out: seen.append(out[:, q:].norm(dim=-1).mean()))
+    ratios = []
+    try:
+        for image, _ in open_dataset("synthetic", root).samples[:images]:
+            x, _ = segmenter.preprocess(np.asarray(Image.open(image).convert("RGB")))
+            model(x, segmenter.classifier(["background"]), aux=False)
+            guidance = model.tokenize(x).guidance
+            ratios.append(float(guidance.norm(dim=1).mean() / seen[-1]))
+    finally:
+        hook.remove()
+    return statistics.mean(ratios)
+
+
 def zero_guidance(model) -> None:
     with torch.no_grad():
         model.pat.semantic.out.weight.zero_()
@@ -140,6 +161,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, rt) -> dict:
         metrics = last_metrics(out_dir)
         record["code_usage"] = [metrics[k] for k in sorted(metrics) if k.startswith("code_usage_")]
         record["code_perplexity"] = [metrics[k] for k in sorted(metrics) if k.startswith("code_perplexity_")]
+        record["guidance_ratio"] = guidance_ratio(segmenter, args.heldout)
         zero_guidance(segmenter.model)
         segmenter.vocabulary = None
         for name, root in (("heldout", args.heldout), ("drawings", args.drawings)):
@@ -185,8 +207,8 @@ def table(args: argparse.Namespace) -> str:
     timing_file = args.out / "timing.json"
     times = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
     rows = ["| model | seeds | held-out seen | held-out unseen | drawings seen | drawings unseen | "
-            "unseen, guidance zeroed (held-out / drawings) | trainable params | s / image |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "unseen, guidance zeroed (held-out / drawings) | guidance / token norm | trainable params | s / image |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     summary = {}
     for variant in VARIANTS:
         records = [json.loads(p.read_text()) for p in sorted((args.out / variant).glob("seed*/result.json"))]
@@ -196,8 +218,10 @@ def table(args: argparse.Namespace) -> str:
         zeroed = (f"{col('heldout_guidance_zeroed', 'mIoU_unseen')} / {col('drawings_guidance_zeroed', 'mIoU_unseen')}"
                   if "heldout_guidance_zeroed" in records[0] else "-")
         t = f"{times[variant]:.3f}" if variant in times else "-"
+        ratio = (f"{statistics.mean(r['guidance_ratio'] for r in records):.3f}" if "guidance_ratio" in records[0]
+                 else "-")
         rows.append(f"| {variant} | {len(records)} | {col('heldout', 'mIoU_seen')} | {col('heldout', 'mIoU_unseen')} | "
-                    f"{col('drawings', 'mIoU_seen')} | {col('drawings', 'mIoU_unseen')} | {zeroed} | "
+                    f"{col('drawings', 'mIoU_seen')} | {col('drawings', 'mIoU_unseen')} | {zeroed} | {ratio} | "
                     f"{records[0]['trainable_params']:,} | {t} |")
         summary[variant] = records
     text = "\n".join(rows)
