@@ -19,6 +19,8 @@ from tapkit.models.tap.tokenizer import TextTokenizer
 
 # Tensors of the official state dict that are derived, not learned.
 DERIVED_KEYS = ("pixel_mean", "pixel_rsig")
+# The image normalization (BGR mean and reciprocal std), stored in official checkpoints.
+PIXEL_STATISTICS = ("pixel_mean", "pixel_rsig")
 DERIVED_SUFFIXES = (".rel_pos_embed.index", ".num_batches_tracked")
 
 
@@ -111,6 +113,28 @@ class TapModel(nn.Module):
         ids = self.text_decoder.generate(sem_tokens.unsqueeze(1), self.tokenizer.bos_id, self.tokenizer.eos_id)
         return [self.tokenizer.decode(seq) for seq in ids]
 
+    def set_pixel_statistics(self, pixel_mean: torch.Tensor | None = None, pixel_rsig: torch.Tensor | None = None) -> None:
+        """Normalizes with a checkpoint's stored statistics (BGR), as the reference's
+        load_state_dict does; the padding fill stays the default mean, as there."""
+        with torch.no_grad():
+            for buffer, value in ((self.pixel_mean, pixel_mean), (self.pixel_rsig, pixel_rsig)):
+                if value is not None:
+                    buffer.copy_(value.reshape(buffer.shape))
+
+    def custom_pixel_statistics(self) -> dict[str, torch.Tensor]:
+        """`pixel_mean` / `pixel_rsig` where they differ from the defaults (shape-only
+        meta buffers count as defaults)."""
+        defaults = {"pixel_mean": torch.tensor(PIXEL_MEAN_BGR), "pixel_rsig": torch.tensor(PIXEL_STD_BGR).reciprocal()}
+        return {
+            name: getattr(self, name)
+            for name, default in defaults.items()
+            if not getattr(self, name).is_meta and not torch.equal(getattr(self, name).detach().float().cpu(), default)
+        }
+
     def learned_state_dict(self) -> dict[str, torch.Tensor]:
-        """The state dict in the official naming, without derived tensors."""
-        return {k: v for k, v in self.state_dict().items() if not is_derived_key(k)}
+        """The state dict in the official naming, without derived tensors; with the pixel
+        statistics when a checkpoint set other ones than the defaults (so they survive
+        `convert` and saving)."""
+        state = {k: v for k, v in self.state_dict().items() if not is_derived_key(k)}
+        state.update(self.custom_pixel_statistics())
+        return state
