@@ -47,6 +47,7 @@ class TapModel(nn.Module):
         self.text_decoder = TextDecoder(cfg.text_decoder) if cfg.text_decoder else None
         self.tokenizer = tokenizer
         self.concepts = concepts
+        self.caption_limit: int | None = None  # None: the reference's limit
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN_BGR), persistent=False)
         self.register_buffer("pixel_rsig", torch.tensor(PIXEL_STD_BGR).reciprocal(), persistent=False)
 
@@ -64,7 +65,19 @@ class TapModel(nn.Module):
 
     @property
     def max_caption_tokens(self) -> int | None:
-        return self.text_decoder.max_text_len if self.text_decoder is not None else None
+        """Tokens a caption may have (EOS included): the reference's 38 (positions 1..38 of
+        its 39-slot buffer) unless `set_max_caption_tokens` lowered it."""
+        if self.text_decoder is None:
+            return None
+        return self.caption_limit if self.caption_limit is not None else self.text_decoder.max_text_len - 1
+
+    def set_max_caption_tokens(self, n: int) -> None:
+        if self.text_decoder is None:
+            raise ValueError("this TAP checkpoint has no text decoder: it writes no captions")
+        most = self.text_decoder.max_text_len - 1
+        if not 1 <= n <= most:
+            raise ValueError(f"captions of this TAP can have 1 to {most} tokens (its text decoder's length), not {n}")
+        self.caption_limit = n
 
     @property
     def encoder_config(self):
@@ -110,7 +123,7 @@ class TapModel(nn.Module):
         """Greedy captions for selected semantic tokens (N, C); None without a text decoder."""
         if self.text_decoder is None or self.tokenizer is None:
             return [None] * sem_tokens.shape[0]
-        ids = self.text_decoder.generate(sem_tokens.unsqueeze(1), self.tokenizer.bos_id, self.tokenizer.eos_id)
+        ids = self.text_decoder.generate(sem_tokens.unsqueeze(1), self.tokenizer.bos_id, self.tokenizer.eos_id, self.max_caption_tokens)
         return [self.tokenizer.decode(seq) for seq in ids]
 
     def set_pixel_statistics(self, pixel_mean: torch.Tensor | None = None, pixel_rsig: torch.Tensor | None = None) -> None:
