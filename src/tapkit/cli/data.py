@@ -34,6 +34,9 @@ def add_parser(subparsers) -> None:
     s.add_argument("--images", type=int, required=True, help="number of images")
     s.add_argument("--seed", type=int, default=0, help="world seed (scene i depends only on seed and i)")
     s.add_argument("--size", type=int, default=256, help="image side in pixels (default: 256)")
+    s.add_argument("--captions", choices=("full", "subject"), default="full",
+                   help="'full': 'a small red circle left of a blue star' (the relation to the nearest shape); "
+                        "'subject': 'a small red circle' (same images and masks) (default: full)")
     s.set_defaults(func=run_synth)
 
     m = sub.add_parser("semantic", help="SemanticSA-1B: teacher embeddings + concept targets per mask, in shards "
@@ -95,7 +98,7 @@ def run_synth(args) -> int:
 
     if args.images < 1 or args.size < 32:
         raise UserError("--images must be >= 1 and --size >= 32")
-    summary = write_world(args.out, args.images, args.seed, args.size)
+    summary = write_world(args.out, args.images, args.seed, args.size, captions=args.captions)
     print(f"wrote {summary.images} images, {summary.regions} regions to {summary.out}")
     return 0
 

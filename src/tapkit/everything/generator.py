@@ -100,6 +100,18 @@ class EverythingConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def for_model(cls, model: PromptableModel, **settings) -> "EverythingConfig":
+        """The settings for `model`: SAM's defaults, then those its checkpoint ships
+        (`model.everything_defaults`, e.g. the thresholds the packaged default model was
+        measured with), then `settings` (a user's flags, which always win)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            raise TypeError(f"unknown everything settings: {', '.join(unknown)}")
+        shipped = {k: v for k, v in model.everything_defaults.items() if k in names}
+        return cls(**{**shipped, **settings})
+
 
 @dataclass
 class StageTimings:
@@ -234,8 +246,9 @@ class EverythingGenerator:
     """
 
     def __init__(self, model: PromptableModel, config: EverythingConfig | None = None):
+        """config: None for the model's own settings (`EverythingConfig.for_model`)."""
         self.model = model
-        self.config = config or EverythingConfig()
+        self.config = config or EverythingConfig.for_model(model)
         self.predictor = Predictor(model, max_batch=self.config.points_per_batch)
 
     @contextlib.contextmanager
@@ -454,6 +467,7 @@ def _xyxy(bbox: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
 
 def tokenize_everything(model: PromptableModel, image, config: EverythingConfig | None = None, **settings) -> EverythingResult:
     """Every region of one image, segmented, named and captioned.
-    `settings` override fields of `config` (e.g. points_per_side=16, captions=False)."""
-    config = dataclasses.replace(config or EverythingConfig(), **settings)
+    `settings` override fields of `config` (e.g. points_per_side=16, captions=False);
+    without a config, of the model's own settings (`EverythingConfig.for_model`)."""
+    config = dataclasses.replace(config, **settings) if config else EverythingConfig.for_model(model, **settings)
     return EverythingGenerator(model, config).generate(image)

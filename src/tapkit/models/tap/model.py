@@ -45,6 +45,8 @@ class TapModel(nn.Module):
         self.text_decoder = TextDecoder(cfg.text_decoder) if cfg.text_decoder else None
         self.tokenizer = tokenizer
         self.concepts = concepts
+        # Automatic-mode settings shipped with the weights (EverythingConfig field -> value).
+        self.everything_defaults: dict = {}
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN_BGR), persistent=False)
         self.register_buffer("pixel_rsig", torch.tensor(PIXEL_STD_BGR).reciprocal(), persistent=False)
 
