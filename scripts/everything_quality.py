@@ -108,12 +108,12 @@ def main() -> None:
         config = EverythingConfig.for_model(model, captions=False, **{k: v for k, v in flags.items() if v is not None})
         generator = EverythingGenerator(model, config)
         result = {}
-        print("| directory | images | shapes | regions | recall | precision | duplicates | images with duplicates |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| directory | images | shapes | regions | recall | precision | duplicates | images with duplicates | max box IoU of two kept |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for d in args.directories:
             q = measure_everything(generator, d, args.max_images)
             result[d] = q.to_dict()
-            print(f"| {d} | {q.images} | {q.shapes} | {q.regions} | {q.recall:.3f} | {q.precision:.3f} | {q.duplicates} | {q.images_with_duplicates} |")
+            print(f"| {d} | {q.images} | {q.shapes} | {q.regions} | {q.recall:.3f} | {q.precision:.3f} | {q.duplicates} | {q.images_with_duplicates} | {q.max_kept_box_iou:.3f} |")
         print("settings:", json.dumps({k: v for k, v in dataclasses.asdict(config).items()
                                        if k in ("points_per_side", "masks_per_point", "pred_iou_thresh", "stability_thresh", "box_nms_thresh")}))
     if args.output:

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_parse_caption_reads_subject_direction_and_related_shape():
     facts = parse_caption("a small striped red circle left of a blue star")
-    assert facts == CaptionFacts("red", "circle", "left of", "blue", "star") and facts.states_relation
-    assert parse_caption("a large green square") == CaptionFacts("green", "square")
+    assert facts == CaptionFacts("red", "circle", "left of", "blue", "star", "small", "striped") and facts.states_relation
+    assert parse_caption("a large green square") == CaptionFacts("green", "square", size="large")
     assert not parse_caption("a large green square").states_relation
     # "right of" is not read as "left of"; the related shape's words are not the subject's.
     assert parse_caption("a star right of a red hexagon") == CaptionFacts(None, "star", "right of", "red", "hexagon")
@@ -49,7 +49,10 @@ def test_caption_truth_shares():
     assert t.captions == 3 and t.subject == 1.0
     assert t.all_three == pytest.approx(1 / 3) and t.true == pytest.approx(2 / 3)
     assert t.related == pytest.approx(1 / 3) and t.direction == pytest.approx(1 / 3)
-    assert t.states_relation == pytest.approx(2 / 3)
+    assert t.states_relation == pytest.approx(2 / 3) and t.size is None and t.texture == 1.0
+    t = caption_truth(["a small dotted red circle", "a large red circle", "a small striped red circle"],
+                      ["a small dotted red circle", "a small red circle", "a small red circle"])
+    assert t.size == pytest.approx(2 / 3) and t.texture == pytest.approx(2 / 3)
     assert caption_truth([], []) is None
     with pytest.raises(ValueError):
         caption_truth(["a"], ["a red circle", "a blue star"])
@@ -60,9 +63,11 @@ def test_world_captions_name_the_nearest_shape_and_subject_captions_leave_it_out
     assert nearest((0, 0), [(5, 5), (1, 1), (1, 1)]) == 1
     for index in range(6):
         full, subject = generate_scene(3, index, 96), generate_scene(3, index, 96, captions="subject")
-        assert [s.concept for s in full.shapes] == [s.concept for s in subject.shapes]
-        assert (full.image == subject.image).all()
-        for a, b in zip(full.shapes, subject.shapes):
+        short = generate_scene(3, index, 96, captions="short")
+        assert [s.concept for s in full.shapes] == [s.concept for s in subject.shapes] == [s.concept for s in short.shapes]
+        assert (full.image == subject.image).all() and (full.image == short.image).all()
+        for a, b, c in zip(full.shapes, subject.shapes, short.shapes):
+            assert c.caption == f"a {a.size} {a.colour} {a.shape}" and b.caption.startswith(f"a {a.size} ")
             others = [o for o in full.shapes if o is not a]
             facts, short = parse_caption(a.caption), parse_caption(b.caption)
             assert not short.states_relation and short.subject == (a.colour, a.shape)

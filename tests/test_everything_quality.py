@@ -26,6 +26,7 @@ def test_judge_regions_recall_precision_duplicates_and_names():
     assert mask_ious([a], [near_a])[0, 0] >= 0.8
     q = judge_regions(truth, names, [a, near_a, b, square(30, 0, 5)], ["red circle", "green circle", "blue hexagon", "red circle"])
     assert (q.shapes, q.regions, q.found, q.correct, q.duplicates, q.missed) == (2, 4, 1, 2, 1, ["blue star"])
+    assert q.max_kept_box_iou == pytest.approx(0.9)  # the boxes of a and near_a: 90 of 100 pixels
     # Without names (a model that cannot name) masks alone decide.
     q = judge_regions(truth, names, [a, b], None)
     assert (q.found, q.correct, q.duplicates) == (2, 2, 0)
@@ -37,7 +38,7 @@ def test_judge_regions_recall_precision_duplicates_and_names():
     assert right_name("blue circle", "red circle") and not right_name("red star", "red circle")
     assert right_name("cat", "cat") and not right_name(None, "red circle")
     total = summarize([("x", judge_regions(truth, names, [a, b], names))], {})
-    assert total.recall == 1.0 and total.precision == 1.0 and total.duplicates == 0
+    assert total.recall == 1.0 and total.precision == 1.0 and total.duplicates == 0 and total.max_kept_box_iou == 0.0
 
 
 def test_measure_everything_on_a_world(tiny_model, tiny_world):
@@ -47,6 +48,8 @@ def test_measure_everything_on_a_world(tiny_model, tiny_world):
     assert q.images == 2 and q.shapes > 0 and q.regions > 0
     assert 0 <= q.recall <= 1 and 0 <= q.precision <= 1
     assert len(q.per_image) == 2 and q.settings["points_per_side"] == 4
+    # Box NMS (0.7) bounds the box IoU of any two kept regions.
+    assert q.max_kept_box_iou <= generator.config.box_nms_thresh
 
 
 SHIPPED = {"pred_iou_thresh": 0.55, "stability_thresh": 0.6, "points_per_side": 5, "not_a_setting": 1}

@@ -34,9 +34,10 @@ def add_parser(subparsers) -> None:
     s.add_argument("--images", type=int, required=True, help="number of images")
     s.add_argument("--seed", type=int, default=0, help="world seed (scene i depends only on seed and i)")
     s.add_argument("--size", type=int, default=256, help="image side in pixels (default: 256)")
-    s.add_argument("--captions", choices=("full", "subject"), default="full",
-                   help="'full': 'a small red circle left of a blue star' (the relation to the nearest shape); "
-                        "'subject': 'a small red circle' (same images and masks) (default: full)")
+    s.add_argument("--captions", choices=("full", "subject", "short"), default="full",
+                   help="'full': 'a small striped red circle left of a blue star' (the relation to the nearest shape); "
+                        "'subject': 'a small striped red circle'; 'short': 'a small red circle' (no texture); "
+                        "the images and masks are the same (default: full)")
     s.set_defaults(func=run_synth)
 
     m = sub.add_parser("semantic", help="SemanticSA-1B: teacher embeddings + concept targets per mask, in shards "

@@ -152,17 +152,21 @@ def nearest(centre: tuple[float, float], others: list[tuple[float, float]]) -> i
     return min(range(len(others)), key=lambda i: (others[i][0] - centre[0]) ** 2 + (others[i][1] - centre[1]) ** 2)
 
 
-def describe(shape: SynthShape) -> str:
-    texture = "" if shape.texture == "solid" else f"{shape.texture} "
+def describe(shape: SynthShape, texture: bool = True) -> str:
+    texture = "" if shape.texture == "solid" or not texture else f"{shape.texture} "
     return f"a {shape.size} {texture}{shape.colour} {shape.shape}"
 
 
-CAPTION_KINDS = ("full", "subject")
+# full: 'a small striped red circle left of a blue star'; subject: 'a small striped red
+# circle'; short: 'a small red circle' (no texture, no relation).
+CAPTION_KINDS = ("full", "subject", "short")
 
 
 def caption_for(shape: SynthShape, others: list[SynthShape], kind: str = "full") -> str:
     """'a small red circle left of a blue star': the relation is to the nearest other
-    shape. kind 'subject' leaves the relation out ('a small red circle')."""
+    shape. kind 'subject' leaves the relation out, 'short' the texture too (CAPTION_KINDS)."""
+    if kind == "short":
+        return describe(shape, texture=False)
     if not others or kind == "subject":
         return describe(shape)
     near = others[nearest(shape.centre, [o.centre for o in others])]

@@ -15,11 +15,13 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from tapkit.data.records import SkipCounter, load_rgb
 from tapkit.data.sa1b import read_sa1b
 from tapkit.data.synth import SHAPES
+from tapkit.everything.filters import box_iou, mask_boxes
 
 MATCH_IOU = 0.8
 OVERLAP_IOU = 0.5
@@ -48,7 +50,8 @@ def right_name(said: str | None, truth: str) -> bool:
 @dataclass
 class ImageQuality:
     """One image: shapes (annotated), regions (kept), found (shapes found), correct
-    (regions that find a shape), duplicates (extra regions on a shape)."""
+    (regions that find a shape), duplicates (extra regions on a shape), and the largest
+    box IoU between two kept regions (what box NMS bounds)."""
 
     shapes: int
     regions: int
@@ -56,6 +59,7 @@ class ImageQuality:
     correct: int
     duplicates: int
     missed: list[str] = field(default_factory=list)  # concepts of the shapes not found
+    max_kept_box_iou: float = 0.0
 
 
 def judge_regions(truth_masks: list[np.ndarray], truth_names: list[str], masks: list[np.ndarray],
@@ -73,13 +77,23 @@ def judge_regions(truth_masks: list[np.ndarray], truth_names: list[str], masks: 
         shapes=len(truth_masks), regions=len(masks), found=int(found.sum()), correct=int(hits.any(0).sum()),
         duplicates=int(np.maximum(overlaps - 1, 0).sum()),
         missed=[t for t, f in zip(truth_names, found) if not f],
+        max_kept_box_iou=_max_pair_box_iou(masks),
     )
+
+
+def _max_pair_box_iou(masks: list[np.ndarray]) -> float:
+    if len(masks) < 2:
+        return 0.0
+    boxes = mask_boxes(torch.from_numpy(np.stack(masks)))
+    ious = box_iou(boxes, boxes).fill_diagonal_(0)
+    return float(ious.max())
 
 
 @dataclass
 class EverythingQuality:
     """Over a set of images: recall = found / shapes, precision = correct / regions,
-    duplicates (extra regions on a shape), images with any duplicate."""
+    duplicates (extra regions on a shape), images with any duplicate, and the largest
+    box IoU between two regions kept on one image."""
 
     images: int
     shapes: int
@@ -88,6 +102,7 @@ class EverythingQuality:
     precision: float
     duplicates: int
     images_with_duplicates: int
+    max_kept_box_iou: float
     settings: dict
     per_image: list[dict] = field(default_factory=list)
 
@@ -104,6 +119,7 @@ def summarize(results: list[tuple[str, ImageQuality]], settings: dict) -> Everyt
         precision=sum(q.correct for _, q in results) / regions if regions else 0.0,
         duplicates=sum(q.duplicates for _, q in results),
         images_with_duplicates=sum(q.duplicates > 0 for _, q in results),
+        max_kept_box_iou=max((q.max_kept_box_iou for _, q in results), default=0.0),
         settings=settings,
         per_image=[{"image": name, **asdict(q)} for name, q in results],
     )

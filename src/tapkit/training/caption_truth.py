@@ -8,13 +8,14 @@ as the world defines it) and the right direction to it?
 The truth is the reference caption of the same grammar (the synthetic world's, or
 scripts/plain_drawings.py's). A caption that states no relation claims nothing about
 the neighbourhood: it can be true without being complete. Size and texture words are
-not judged."""
+scored apart (`size` where the references state sizes; `texture`, no texture word
+meaning solid) and are not part of `true`."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from tapkit.data.synth import COLOURS, RELATIONS, SHAPES
+from tapkit.data.synth import COLOURS, RELATIONS, SHAPES, SIZES, TEXTURES
 from tapkit.training.cider import tokenize
 
 _RELATION_WORDS = {tuple(r.split()): r for r in RELATIONS}
@@ -30,6 +31,8 @@ class CaptionFacts:
     direction: str | None = None
     related_colour: str | None = None
     related_shape: str | None = None
+    size: str | None = None
+    texture: str | None = None  # None: solid (the grammar says nothing)
 
     @property
     def subject(self) -> tuple[str | None, str | None]:
@@ -57,8 +60,10 @@ def parse_caption(caption: str | None) -> CaptionFacts:
             if tuple(words[i : i + len(phrase)]) == phrase:
                 before, after = words[:i], words[i + len(phrase) :]
                 return CaptionFacts(_first(before, COLOURS), _first(before, SHAPES), name,
-                                    _first(after, COLOURS), _first(after, SHAPES))
-    return CaptionFacts(_first(words, COLOURS), _first(words, SHAPES))
+                                    _first(after, COLOURS), _first(after, SHAPES),
+                                    _first(before, SIZES), _first(before, TEXTURES))
+    return CaptionFacts(_first(words, COLOURS), _first(words, SHAPES), size=_first(words, SIZES),
+                        texture=_first(words, TEXTURES))
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,9 @@ def judge(said: CaptionFacts, truth: CaptionFacts) -> CaptionJudgement:
 @dataclass
 class CaptionTruth:
     """Shares of captions (0-1) with each part right, all three right, every stated
-    fact true, and stating a relation at all."""
+    fact true, and stating a relation at all; size: the size word right, among captions
+    whose reference states a size (None if none do); texture: the texture word right
+    (none said = solid)."""
 
     captions: int
     subject: float
@@ -103,6 +110,8 @@ class CaptionTruth:
     all_three: float
     true: float
     states_relation: float
+    size: float | None = None
+    texture: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,7 +121,9 @@ def caption_truth(captions: list[str | None], references: list[str]) -> CaptionT
     """Judges each caption against the reference caption of its region (None if there are none)."""
     if not references:
         return None
-    judged = [judge(parse_caption(c), parse_caption(r)) for c, r in zip(captions, references, strict=True)]
+    pairs = [(parse_caption(c), parse_caption(r)) for c, r in zip(captions, references, strict=True)]
+    judged = [judge(said, truth) for said, truth in pairs]
+    sized = [(said, truth) for said, truth in pairs if truth.size is not None]
 
     def share(values) -> float:
         values = list(values)
@@ -126,4 +137,6 @@ def caption_truth(captions: list[str | None], references: list[str]) -> CaptionT
         all_three=share(j.all_three for j in judged),
         true=share(j.true for j in judged),
         states_relation=share(j.states_relation for j in judged),
+        size=share(s.size == t.size for s, t in sized) if sized else None,
+        texture=share(s.texture == t.texture for s, t in pairs),
     )
