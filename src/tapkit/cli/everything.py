@@ -73,6 +73,7 @@ def add_parser(subparsers) -> None:
     filt.add_argument("--stability-thresh", type=float, metavar="T", help="keep masks with stability score >= T" + shipped.format(d.stability_thresh))
     filt.add_argument("--stability-offset", type=float, metavar="O", help="logit offset of the stability score" + shipped.format(d.stability_offset))
     filt.add_argument("--nms-thresh", type=float, metavar="T", help="box NMS IoU threshold" + shipped.format(d.box_nms_thresh))
+    filt.add_argument("--mask-nms-thresh", type=float, metavar="T", help="then drop the lower-scored of two kept regions whose masks overlap with IoU above T (1: off)" + shipped.format(d.mask_nms_thresh))
     filt.add_argument("--crop-nms-thresh", type=float, default=d.crop_nms_thresh, metavar="T", help=f"box NMS IoU threshold between crops (default: {d.crop_nms_thresh})")
     filt.add_argument("--min-region-area", type=int, metavar="PX", help="remove islands and holes smaller than PX pixels and drop regions smaller than PX (0: off; needs scipy)" + shipped.format(d.min_region_area))
     filt.add_argument("--max-regions", type=int, default=None, metavar="N", help="keep at most N regions per image, best predicted IoU first")
@@ -88,7 +89,7 @@ def add_parser(subparsers) -> None:
 # Flags whose default is the model's own setting (None: not given).
 MODEL_SETTINGS = {"points_per_side": "points_per_side", "masks_per_point": "masks_per_point",
                   "pred_iou_thresh": "pred_iou_thresh", "stability_thresh": "stability_thresh",
-                  "stability_offset": "stability_offset", "box_nms_thresh": "nms_thresh",
+                  "stability_offset": "stability_offset", "box_nms_thresh": "nms_thresh", "mask_nms_thresh": "mask_nms_thresh",
                   "min_region_area": "min_region_area"}
 
 
