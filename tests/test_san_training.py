@@ -145,3 +145,14 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tiny_clip, semseg, tmp
     a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert "side.query_embed" in a and not any(k.startswith("clip.text") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_poly_schedule_is_detectron2s_warmup_poly():
+    from tapkit.training.engine import lr_at
+
+    cfg = config_from_dict({"stage": "san", "steps": 100, "optim": {"lr": 1e-3, "warmup_steps": 10, "schedule": "poly"}})
+    assert lr_at(4, cfg) == pytest.approx(5e-4)
+    assert lr_at(50, cfg) == pytest.approx(1e-3 * 0.5**0.9)
+    assert lr_at(99, cfg) < 2e-5
+    with pytest.raises(tapkit.UserError, match="schedule"):
+        config_from_dict({"optim": {"schedule": "step"}})

@@ -25,11 +25,19 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", choices=ALL_PRESETS, help="assert the architecture instead of reading it off the weights")
     group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     group.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="compute dtype (default: float32)")
+    group.add_argument("--max-caption-tokens", type=int, metavar="N",
+                       help="longest caption, in tokens with EOS (default: the model's own: TAP 38 as the reference, "
+                       "released SCA 19 as its generate(max_length=20))")
 
 
 def model_from_args(args: argparse.Namespace):
     model = load_model(args.checkpoint, tokenizer=args.tokenizer, concepts=args.concepts, device=args.device,
                        dtype=args.dtype, preset=args.preset)
+    if args.max_caption_tokens is not None:
+        try:
+            model.set_max_caption_tokens(args.max_caption_tokens)
+        except ValueError as err:
+            raise UserError(f"--max-caption-tokens: {err}") from None
     if not isinstance(model, PromptableModel):
         raise UserError(f"{args.checkpoint} is a {model.family.upper()} checkpoint: it takes no prompts (a CLIP embeds text "
                         "and images: tapkit.load_clip, `tapkit concepts build --clip`); give a TAP, SAM or SCA checkpoint")

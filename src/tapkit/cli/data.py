@@ -35,6 +35,10 @@ def add_parser(subparsers) -> None:
     s.add_argument("--images", type=int, required=True, help="number of images")
     s.add_argument("--seed", type=int, default=0, help="world seed (scene i depends only on seed and i)")
     s.add_argument("--size", type=int, default=256, help="image side in pixels (default: 256)")
+    s.add_argument("--captions", choices=("full", "subject", "short"), default="full",
+                   help="'full': 'a small striped red circle left of a blue star' (the relation to the nearest shape); "
+                        "'subject': 'a small striped red circle'; 'short': 'a small red circle' (no texture); "
+                        "the images and masks are the same (default: full)")
     s.set_defaults(func=run_synth)
 
     g = sub.add_parser("synth-semseg", help="write synthetic semantic label maps (background + 48 names) with the "
@@ -106,7 +110,7 @@ def run_synth(args) -> int:
 
     if args.images < 1 or args.size < 32:
         raise UserError("--images must be >= 1 and --size >= 32")
-    summary = write_world(args.out, args.images, args.seed, args.size)
+    summary = write_world(args.out, args.images, args.seed, args.size, captions=args.captions)
     print(f"wrote {summary.images} images, {summary.regions} regions to {summary.out}")
     return 0
 

@@ -39,6 +39,9 @@ class PromptableModel(Protocol):
     protocol: InferenceProtocol
     concepts: ConceptVocabulary | None  # the vocabulary regions are named on
     text_decoder: torch.nn.Module | None
+    # Automatic-mode settings the checkpoint ships (EverythingConfig field -> value; {}:
+    # none, SAM's defaults apply). `tapkit.load_model` fills it from the file.
+    everything_defaults: dict
 
     @property
     def image_size(self) -> int: ...
@@ -69,3 +72,6 @@ class PromptableModel(Protocol):
     def decode(self, image_embed: torch.Tensor, xy: torch.Tensor, labels: torch.Tensor) -> DecoderOutput: ...
 
     def caption(self, sem_tokens: torch.Tensor) -> list[str | None]: ...
+
+    def set_max_caption_tokens(self, n: int) -> None:
+        """Caps captions at n tokens (EOS included); ValueError when n does not fit."""
