@@ -60,6 +60,8 @@ VARIANTS: dict[str, dict | None] = {
     "pat_no_shared_decoder": {**PAT_DEFAULT, "shared_decoder": False},
     # the investigation (docs/pat.md): the guidance stays ~0.1 % of the side tokens at scale 1
     "pat_guidance_x10": {**PAT_DEFAULT, "guidance_scale": 10.0},
+    # ... and PAT's losses reach CLIP's trainable positional embedding, SAN's features with it
+    "pat_clip_detached": {**PAT_DEFAULT, "clip_gradient": False},
 }
 MAIN = ("san", "pat", "pat_single_res", "pat_coupled", "pat_no_shared_decoder")
 
