@@ -139,10 +139,83 @@ def test_every_pickle_protocol_of_arrays_loads(tiny_files, tmp_path, protocol):
     assert ConceptVocabulary.load(concepts).names == ["a", "b"]
 
 
-def test_other_pixel_normalization_is_refused(tiny_files, tmp_path):
+# --- stored image normalization (issue 13 item 1) ----------------------------------
+
+CUSTOM_MEAN = np.array([90.0, 120.5, 130.25], np.float32)
+CUSTOM_RSIG = np.reciprocal(np.array([50.0, 61.0, 70.5], np.float32))
+
+
+class _HandNormalized(TapModel):
+    """The same weights, normalizing with the custom statistics written out by hand."""
+
+    def normalize(self, images_bgr):
+        x = images_bgr.float()
+        x = (x - torch.from_numpy(CUSTOM_MEAN)) * torch.from_numpy(CUSTOM_RSIG)
+        return x.permute(0, 3, 1, 2)
+
+
+@pytest.fixture
+def custom_normalized(tiny_files, tmp_path):
     arrays = pickle.loads(tiny_files.checkpoint.read_bytes())
-    arrays["pixel_mean"] = np.array([0.485, 0.456, 0.406], np.float32)
-    path = tmp_path / "imagenet_norm.pkl"
+    arrays["pixel_mean"], arrays["pixel_rsig"] = CUSTOM_MEAN, CUSTOM_RSIG
+    path = tmp_path / "custom_norm.pkl"
     path.write_bytes(pickle.dumps(arrays))
-    with pytest.raises(CheckpointError, match="pixel_mean"):
+    return path
+
+
+def test_stored_pixel_statistics_are_honoured(custom_normalized, tiny_files, tiny_model, rgb_image):
+    model = tapkit.load_model(custom_normalized, tokenizer=tiny_files.tokenizer, concepts=tiny_files.concepts, device="cpu")
+    assert torch.equal(model.pixel_mean, torch.from_numpy(CUSTOM_MEAN))
+    assert torch.equal(model.pixel_rsig, torch.from_numpy(CUSTOM_RSIG))
+    by_hand = _HandNormalized(tiny_model.cfg, tiny_model.tokenizer, tiny_model.concepts).eval()
+    by_hand.load_state_dict(tiny_model.state_dict())
+    prompts = [tapkit.Prompt(points=[(40, 30, 1)]), tapkit.Prompt(box=(10, 5, 120, 80))]
+    for ours, hand in zip(_predict_all(model, rgb_image, prompts), _predict_all(by_hand, rgb_image, prompts)):
+        assert np.array_equal(ours.mask, hand.mask) and ours.score == hand.score and ours.caption == hand.caption
+    # and the statistics matter: the default normalization answers differently
+    default = _predict_all(tiny_model, rgb_image, prompts)
+    ours = _predict_all(model, rgb_image, prompts)
+    assert any(a.score != b.score for a, b in zip(ours, default))
+
+
+def test_padding_keeps_the_default_mean(custom_normalized):
+    """The reference pads with its constructor's mean, whatever the checkpoint stores."""
+    model = tapkit.load_model(custom_normalized, device="cpu")
+    batch, _ = model.protocol.preprocess(np.zeros((10, 20, 3), np.uint8), model.image_size)
+    assert batch[0, -1, -1].tolist() == [103, 116, 123]
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pkl"])
+def test_convert_keeps_stored_pixel_statistics(custom_normalized, tmp_path, suffix):
+    from tapkit.cli.main import main
+
+    out = tmp_path / f"converted{suffix}"
+    assert main(["convert", str(custom_normalized), str(out)]) == 0
+    stored = load_checkpoint(out).tensors
+    assert torch.equal(stored["pixel_mean"], torch.from_numpy(CUSTOM_MEAN))
+    assert torch.equal(stored["pixel_rsig"], torch.from_numpy(CUSTOM_RSIG))
+    reloaded = tapkit.load_model(out, device="cpu")
+    assert torch.equal(reloaded.pixel_rsig, torch.from_numpy(CUSTOM_RSIG))
+
+
+def test_default_and_shape_only_statistics_are_not_written(tiny_model):
+    assert "pixel_mean" not in tiny_model.learned_state_dict()
+    with torch.device("meta"):
+        meta = TapModel(tiny_model.cfg)
+    assert meta.custom_pixel_statistics() == {}
+    assert "pixel_rsig" not in meta.learned_state_dict()
+
+
+def test_malformed_pixel_statistics_are_a_clear_error(tiny_files, tmp_path):
+    arrays = pickle.loads(tiny_files.checkpoint.read_bytes())
+    arrays["pixel_mean"] = np.zeros((4,), np.float32)
+    path = tmp_path / "bad_norm.pkl"
+    path.write_bytes(pickle.dumps(arrays))
+    with pytest.raises(CheckpointError, match="pixel_mean must be 3 floats"):
         tapkit.load_model(path, device="cpu")
+
+
+def _predict_all(model, image, prompts):
+    p = tapkit.Predictor(model)
+    p.set_image(image)
+    return p.predict(prompts)

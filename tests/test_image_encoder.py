@@ -1,7 +1,8 @@
 import torch
+from torch.nn import functional as F
 
 from tapkit.models.tap.config import ImageEncoderConfig
-from tapkit.models.tap.image_encoder import ImageEncoder, relative_position_index, window_partition, window_unpartition
+from tapkit.models.tap.image_encoder import ImageEncoder, Workspace, relative_position_index, window_partition, window_unpartition
 from tapkit.testing import randomize
 
 
@@ -32,10 +33,43 @@ def test_attention_bias_is_per_head_table_lookup():
     enc = randomize(ImageEncoder(cfg), seed=1)
     bias = enc.blocks[0].attn.rel_pos_embed()
     table = enc.blocks[0].attn.rel_pos_embed.weight
-    assert bias.shape == (2, 4, 4)
+    assert bias.shape == (1, 2, 4, 4)  # 4-D: broadcast over windows by the fused attention kernel
     # token 0 (0,0) vs token 3 (1,1): offset (-1,-1) -> table entry 0
-    assert torch.equal(bias[:, 0, 3], table[:, 0])
-    assert torch.equal(bias[:, 1, 1], table[:, 4])
+    assert torch.equal(bias[0, :, 0, 3], table[:, 0])
+    assert torch.equal(bias[0, :, 1, 1], table[:, 4])
+
+
+def _plain_block(block, x):
+    """The reference block written out: explicit softmax attention with the bias, out-of-place adds."""
+    n, length, dim = x.shape
+    heads = block.attn.num_heads
+    qkv = F.linear(block.norm1(x), block.attn.qkv.weight, block.attn.qkv.bias).view(n, length, 3, heads, -1)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    scores = q @ k.transpose(-1, -2) / (dim // heads) ** 0.5 + block.attn.rel_pos_embed()
+    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(n, length, dim)
+    x = x + F.linear(out, block.attn.proj.weight, block.attn.proj.bias)
+    hidden = F.gelu(F.linear(block.norm2(x), block.mlp.fc1.weight, block.mlp.fc1.bias))
+    return x + F.linear(hidden, block.mlp.fc2.weight, block.mlp.fc2.bias)
+
+
+def test_inference_path_equals_the_plain_block_and_the_training_path():
+    """In-place residuals, in-place GELU, reused buffers and the fused attention kernel
+    change float rounding only."""
+    cfg = ImageEncoderConfig(depth=4, embed_dim=32, num_heads=2, image_size=128, window_size=4, out_dim=8)
+    enc = randomize(ImageEncoder(cfg), seed=3).eval()
+    x = torch.randn(4, 16, 32)
+    block = enc.blocks[0]
+    with torch.inference_mode():
+        workspace = Workspace(64, 32, block.mlp.fc1.out_features, x)
+        fast = block(x.clone(), workspace)
+    torch.testing.assert_close(fast, _plain_block(block, x), rtol=1e-5, atol=1e-5)
+    image = torch.randn(1, 3, 128, 128)
+    with torch.inference_mode():
+        inferred = enc(image)
+    trained = enc(image)
+    assert trained.requires_grad
+    scale = float(trained.detach().abs().max())  # random weights: outputs up to ~150
+    torch.testing.assert_close(inferred, trained.detach(), rtol=1e-5, atol=1e-6 * scale)
 
 
 def test_encoder_windows_cannot_see_each_other_without_bottleneck():

@@ -8,7 +8,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from tapkit.models.sam.config import PRESETS, SamEncoderConfig, infer_sam_config
-from tapkit.models.sam.image_encoder import Block, add_decomposed_rel_pos, get_rel_pos, window_partition, window_unpartition
+from tapkit.models.sam.image_encoder import Block, decomposed_rel_pos_bias, get_rel_pos, window_partition, window_unpartition
 from tapkit.models.sam.model import SamModel
 from tapkit.inputs.labels import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PADDING
 from tapkit.models.sam.prompt_encoder import PromptEncoder
@@ -46,25 +46,40 @@ def test_get_rel_pos_stretches_the_shorter_axis_when_query_and_key_differ():
             assert torch.equal(r[q, k], table[int(q * 2 - k + 5)])
 
 
-def test_decomposed_rel_pos_adds_row_and_column_terms_to_every_pair():
+def test_decomposed_rel_pos_bias_has_row_and_column_terms_for_every_pair():
     qh, qw, c = 3, 4, 5
-    q = torch.randn(2, qh * qw, c)
-    attn = torch.randn(2, qh * qw, qh * qw)
+    q = torch.randn(2, 3, qh * qw, c).transpose(1, 2).transpose(1, 2)  # (B, heads, L, C)
     rel_h, rel_w = torch.randn(2 * qh - 1, c), torch.randn(2 * qw - 1, c)
-    out = add_decomposed_rel_pos(attn, q, rel_h, rel_w, (qh, qw), (qh, qw))
-    b, (y, x), (ky, kx) = 1, (2, 1), (0, 3)
-    i, j = y * qw + x, ky * qw + kx
-    expected = attn[b, i, j] + q[b, i] @ rel_h[y - ky + qh - 1] + q[b, i] @ rel_w[x - kx + qw - 1]
-    torch.testing.assert_close(out[b, i, j], expected)
+    bias = decomposed_rel_pos_bias(q, rel_h, rel_w, (qh, qw), (qh, qw))
+    assert bias.shape == (2, 3, qh * qw, qh * qw)
+    for b, head, (y, x), (ky, kx) in ((1, 2, (2, 1), (0, 3)), (0, 0, (0, 0), (2, 3))):
+        i, j = y * qw + x, ky * qw + kx
+        expected = q[b, head, i] @ rel_h[y - ky + qh - 1] + q[b, head, i] @ rel_w[x - kx + qw - 1]
+        torch.testing.assert_close(bias[b, head, i, j], expected)
 
 
 def test_window_partition_pads_to_whole_windows_and_round_trips():
     x = torch.randn(2, 8, 7, 4)
     windows, padded = window_partition(x, 3)
-    assert padded == (9, 9) and windows.shape == (2 * 9, 3, 3, 4)
-    assert torch.equal(windows[2, :, :1], x[0, 0:3, 6:7])  # window (0, 2) holds column 6 and padding
-    assert torch.equal(windows[2, :, 1:], torch.zeros(3, 2, 4))
+    assert padded == (9, 9) and windows.shape == (2 * 9, 3 * 3, 4)
+    grid = windows.view(2 * 9, 3, 3, 4)
+    assert torch.equal(grid[2, :, :1], x[0, 0:3, 6:7])  # window (0, 2) holds column 6 and padding
+    assert torch.equal(grid[2, :, 1:], torch.zeros(3, 2, 4))
+    assert torch.equal(grid[15, 2], torch.zeros(3, 4))  # window (2, 0) of image 1: its last row is padding
     assert torch.equal(window_unpartition(windows, 3, padded, (8, 7)), x)
+
+
+@pytest.mark.parametrize("size", [(8, 7), (9, 9), (7, 11), (2, 2)])
+def test_window_partition_is_pad_then_tile(size):
+    """The one-copy partition equals padding the map with `fill`, then cutting windows."""
+    h, w = size
+    x, fill = torch.randn(2, h, w, 4), torch.randn(4)
+    windows, (hp, wp) = window_partition(x, 3, fill)
+    padded = fill.expand(2, hp, wp, 4).clone()
+    padded[:, :h, :w] = x
+    tiles = padded.view(2, hp // 3, 3, wp // 3, 3, 4).permute(0, 1, 3, 2, 4, 5).reshape(-1, 9, 4)
+    assert torch.equal(windows, tiles)
+    assert torch.equal(window_unpartition(tiles, 3, (hp, wp), (h, w)), x)
 
 
 def _block(window: int) -> Block:

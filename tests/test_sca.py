@@ -273,6 +273,8 @@ def test_released_checkpoint_directory_loads_and_answers_the_same(sca, tokenizer
     xy, labels = prompts_batch()
     ours, theirs = sca.decode(embed, xy, labels), loaded.decode(embed, xy, labels)
     torch.testing.assert_close(theirs.sem_tokens, ours.sem_tokens, rtol=1e-4, atol=1e-4)
+    assert loaded.max_caption_tokens == 19 and sca.max_caption_tokens == 20  # the released limit (official max_length=20)
+    sca.set_max_caption_tokens(19)
     assert loaded.caption(theirs.sem_tokens[:, 0]) == sca.caption(theirs.sem_tokens[:, 0])
 
 
@@ -311,3 +313,98 @@ def test_mixer_sits_on_a_tap_backbone_too(tiny_files, tokenizer):
     assert isinstance(region.caption, str) and region.mask.shape == (40, 60)
     decoded = predictor.decode_points(predictor.encode_prompts([tapkit.Prompt(box=(5, 5, 30, 30))])[0][None])
     assert decoded.sem_tokens.shape == (1, TINY_MIXER.num_queries, backbone.cfg.image_decoder.embed_dim)
+
+
+# --- the official caption limit and text cleanup (issue 13 item 2) ------------------
+
+
+class _NeverEnding:
+    """A caption tokenizer whose EOS the LM never produces; records generated lengths."""
+
+    def __init__(self, vocab_size):
+        self.eos_id, self.vocab_size, self.lengths = 10**6, vocab_size, []
+
+    def decode(self, ids):
+        self.lengths.append(len(ids))
+        return " ".join(map(str, ids))
+
+
+@torch.no_grad()
+def test_released_checkpoints_generate_at_most_19_tokens(sca, tokenizer, tmp_path):
+    """generate(max_length=20) of the official code counts its virtual BOS."""
+    write_released_directory(sca, tmp_path / "released")
+    counting = _NeverEnding(tokenizer.vocab_size)
+    loaded = tapkit.load_model(tmp_path / "released", tokenizer=counting, device="cpu")
+    assert loaded.max_caption_tokens == 19
+    xy, labels = prompts_batch()
+    loaded.caption(loaded.decode(torch.randn(1, 64, 8, 8), xy, labels).sem_tokens[:, 0])
+    assert counting.lengths == [19, 19, 19]
+    loaded.set_max_caption_tokens(5)
+    loaded.caption(loaded.decode(torch.randn(1, 64, 8, 8), xy, labels).sem_tokens[:, 0])
+    assert counting.lengths[3:] == [5, 5, 5]
+    with pytest.raises(ValueError, match="1 to"):
+        loaded.set_max_caption_tokens(0)
+
+
+def test_max_caption_tokens_flag(sca, tokenizer, tiny_files, tmp_path, rgb_image, capsys):
+    from PIL import Image
+
+    path = tmp_path / "sca.safetensors"
+    (tmp_path / "tok.model").write_bytes(tiny_files.tokenizer.read_bytes())
+    save_sca(sca, path, tokenizer_name="tok.model")
+    image = tmp_path / "img.png"
+    Image.fromarray(rgb_image).save(image)
+    box = tapkit.Prompt(box=(20, 10, 100, 70))
+    for checkpoint, model in ((path, sca), (tiny_files.checkpoint, tapkit.load_model(tiny_files.checkpoint, tokenizer=tiny_files.tokenizer, device="cpu"))):
+        out = tmp_path / "out.json"
+        args = ["predict", str(image), "--checkpoint", str(checkpoint), "--box", "20,10,100,70", "--output", str(out), "--max-caption-tokens", "2"]
+        if checkpoint == tiny_files.checkpoint:
+            args += ["--tokenizer", str(tiny_files.tokenizer)]
+        assert main(args) == 0
+        full_limit = model.max_caption_tokens
+        model.set_max_caption_tokens(2)
+        predictor = tapkit.Predictor(model)
+        predictor.set_image(rgb_image)
+        short = predictor.predict([box])[0].caption
+        assert json.loads(out.read_text())["regions"][0]["caption"] == short
+        model.set_max_caption_tokens(full_limit)
+        assert len(short) < len(predictor.predict([box])[0].caption)  # random weights write long captions
+    assert main(["predict", str(image), "--checkpoint", str(path), "--box", "20,10,100,70", "--max-caption-tokens", "0"]) == 2
+    assert "--max-caption-tokens" in capsys.readouterr().err
+
+
+def test_tap_caption_limit_cuts_the_greedy_sequence(tiny_files):
+    model = tapkit.load_model(tiny_files.checkpoint, tokenizer=tiny_files.tokenizer, device="cpu")
+    assert model.max_caption_tokens == model.text_decoder.max_text_len - 1  # the reference's 38 at full size
+    sem = torch.randn(3, model.cfg.image_decoder.embed_dim, generator=torch.Generator().manual_seed(0))
+    full = model.text_decoder.generate(sem.unsqueeze(1), model.tokenizer.bos_id, model.tokenizer.eos_id)
+    model.set_max_caption_tokens(1)
+    assert model.caption(sem) == [model.tokenizer.decode(ids[:1]) for ids in full]
+    with pytest.raises(ValueError, match="1 to"):
+        model.set_max_caption_tokens(model.text_decoder.max_text_len)
+
+
+def test_clean_up_spaces_is_transformers_rule():
+    from tapkit.models.sca.tokenizer import clean_up_spaces
+
+    assert clean_up_spaces("a dog on the grass .") == "a dog on the grass."
+    assert clean_up_spaces("it 's a man , is n't it ?") == "it's a man, isn't it?"
+    assert clean_up_spaces("the man 're here !") == "the man're here!"
+    assert clean_up_spaces("no change") == "no change"
+
+
+def test_hugging_face_tokenizer_decodes_with_the_official_cleanup(tmp_path):
+    """Whatever the saved tokenizer's (or installed transformers') default, " ." -> "."."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(["a dog on the grass .", "it 's a red car , is n't it ?"] * 20, trainer)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", clean_up_tokenization_spaces=False)
+    fast.save_pretrained(tmp_path / "tok")
+    tok = load_caption_tokenizer(tmp_path / "tok")
+    assert fast.decode(fast.encode("a dog on the grass .")) == "a dog on the grass ."  # the saved default: no cleanup
+    assert tok.decode(tok.encode("a dog on the grass .") + [tok.eos_id, 5]) == "a dog on the grass."
+    assert tok.decode(tok.encode("it 's a red car , is n't it ?")) == "it's a red car, isn't it?"

@@ -67,6 +67,7 @@ class SynthShape:
 class SynthScene:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     shapes: list[SynthShape] = field(default_factory=list)
+    dropped: list[SynthShape] = field(default_factory=list)  # drawn but too occluded to annotate
 
 
 def shape_polygon(shape: str, cx: float, cy: float, r: float, angle: float, aspect: float) -> list[tuple[float, float]]:
@@ -203,7 +204,8 @@ def generate_scene(seed: int, index: int, size: int = 256, max_shapes: int = 5, 
     visible = [s for s, a in zip(drawn, full_areas) if s.mask.sum() >= max(MIN_AREA, MIN_VISIBLE_FRACTION * a)]
     for s in visible:
         s.caption = caption_for(s, [o for o in visible if o is not s], captions)
-    return SynthScene(np.ascontiguousarray(image), visible)
+    dropped = [s for s in drawn if not any(s is v for v in visible)]
+    return SynthScene(np.ascontiguousarray(image), visible, dropped)
 
 
 @dataclass

@@ -72,3 +72,6 @@ class PromptableModel(Protocol):
     def decode(self, image_embed: torch.Tensor, xy: torch.Tensor, labels: torch.Tensor) -> DecoderOutput: ...
 
     def caption(self, sem_tokens: torch.Tensor) -> list[str | None]: ...
+
+    def set_max_caption_tokens(self, n: int) -> None:
+        """Caps captions at n tokens (EOS included); ValueError when n does not fit."""

@@ -38,8 +38,10 @@ def upscale_logits(logits: torch.Tensor, info: ResizeInfo, image_size: int) -> t
     (bilinear) to the padded model input, cropped to the resized image, upscaled to the
     original size (SAM's postprocess_masks; TAP's reference does the same)."""
     (rh, rw), (oh, ow) = info.resized_size, info.original_size
-    x = F.interpolate(logits.unsqueeze(1), (image_size, image_size), mode="bilinear", align_corners=False)
-    return F.interpolate(x[..., :rh, :rw], (oh, ow), mode="bilinear", align_corners=False)[:, 0]
+    x = F.interpolate(logits.unsqueeze(1), (image_size, image_size), mode="bilinear", align_corners=False)[..., :rh, :rw]
+    if (rh, rw) == (oh, ow):  # an image already at model scale: the second resize is the identity
+        return x[:, 0]
+    return F.interpolate(x, (oh, ow), mode="bilinear", align_corners=False)[:, 0]
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """SAM's ViT image encoder (ViTDet style): windowed attention blocks, a few
 global-attention blocks, decomposed relative positions, and a conv neck.
 
-The arithmetic follows the official implementation operation by operation (same
-order, same reductions), so a checkpoint gives the official numbers."""
+The arithmetic is the official implementation's, computed faster: attention goes through
+`scaled_dot_product_attention` with the decomposed relative positions as one 4-D additive
+mask, the projections skip the windows' padding tokens (a padding token's q/k/v is the
+qkv bias exactly), and activations and residual adds are in place without grad. The
+embedding agrees with the official one to float rounding (docs/inference.md)."""
 
 from __future__ import annotations
 
@@ -25,9 +28,14 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = x.mean(1, keepdim=True)
-        s = (x - u).pow(2).mean(1, keepdim=True)
-        x = (x - u) / torch.sqrt(s + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        if torch.is_grad_enabled():
+            s = (x - u).pow(2).mean(1, keepdim=True)
+            x = (x - u) / torch.sqrt(s + self.eps)
+            return self.weight[:, None, None] * x + self.bias[:, None, None]
+        # The same operations, reusing one buffer (the decoder's maps are large).
+        centred = x - u
+        s = centred.pow(2).mean(1, keepdim=True)
+        return centred.div_(torch.sqrt(s + self.eps)).mul_(self.weight[:, None, None]).add_(self.bias[:, None, None])
 
 
 class MLPBlock(nn.Module):
@@ -38,30 +46,61 @@ class MLPBlock(nn.Module):
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(self.act(self.lin1(x)))
+        if torch.is_grad_enabled() or type(self.act) is not nn.GELU or self.act.approximate != "none":
+            return self.lin2(self.act(self.lin1(x)))
+        return self.lin2(torch.ops.aten.gelu_(self.lin1(x)))
 
 
-def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(B, H, W, C) -> (B * nWindows, window, window, C), zero-padding H and W up to
-    multiples of the window. Also returns the padded (Hp, Wp)."""
+def padded_size(h: int, w: int, window: int) -> tuple[int, int]:
+    return h + (window - h % window) % window, w + (window - w % window) % window
+
+
+def _real_areas(grid: torch.Tensor, x: torch.Tensor, window: int):
+    """Pairs of views (windows buffer part, map part) covering the (B, H, W, C) map `x`:
+    the whole windows, then the ragged last column, row and corner. `grid` is the windows
+    buffer seen as the padded map, (B, nh, window, nw, window, C)."""
     b, h, w, c = x.shape
-    pad_h, pad_w = (window - h % window) % window, (window - w % window) % window
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    hp, wp = h + pad_h, w + pad_w
-    x = x.view(b, hp // window, window, wp // window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window, window, c), (hp, wp)
+    fh, fw = h // window, w // window
+    rh, rw = h - fh * window, w - fw * window
+    yield grid[:, :fh, :, :fw], x[:, : fh * window, : fw * window].reshape(b, fh, window, fw, window, c)
+    if rw:
+        yield grid[:, :fh, :, fw, :rw], x[:, : fh * window, fw * window :].reshape(b, fh, window, rw, c)
+    if rh:
+        yield grid[:, fh, :rh, :fw], x[:, fh * window :, : fw * window].reshape(b, rh, fw, window, c)
+    if rh and rw:
+        yield grid[:, fh, :rh, fw, :rw], x[:, fh * window :, fw * window :]
+
+
+def window_partition(x: torch.Tensor, window: int, fill: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B, H, W, C) -> (B * nWindows, window * window, C), windows row-major, padding H
+    and W up to multiples of the window with `fill` (a (C,) vector; default zeros, as the
+    official code). Also returns the padded (Hp, Wp). The map is copied once, straight
+    into the windows buffer, and only the padding is filled."""
+    b, h, w, c = x.shape
+    hp, wp = padded_size(h, w, window)
+    windows = x.new_empty((b, hp // window, wp // window, window, window, c))
+    grid = windows.permute(0, 1, 3, 2, 4, 5)
+    for part, source in _real_areas(grid, x, window):
+        part.copy_(source)
+    value = 0.0 if fill is None else fill.to(x.dtype)
+    fh, fw = h // window, w // window
+    if h % window:
+        grid[:, fh, h % window :] = value
+    if w % window:
+        grid[:, :, :, fw, w % window :] = value
+    return windows.view(-1, window * window, c), (hp, wp)
 
 
 def window_unpartition(windows: torch.Tensor, window: int, padded: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """Inverse of `window_partition`, dropping the padding: -> (B, H, W, C)."""
+    """Inverse of `window_partition`, dropping the padding (one copy): -> (B, H, W, C)."""
     (hp, wp), (h, w) = padded, size
-    b = windows.shape[0] // (hp * wp // window // window)
-    x = windows.view(b, hp // window, wp // window, window, window, -1)
-    x = x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, hp, wp, -1)
-    if hp > h or wp > w:
-        x = x[:, :h, :w, :].contiguous()
-    return x
+    nh, nw = hp // window, wp // window
+    c = windows.shape[-1]
+    grid = windows.view(-1, nh, nw, window, window, c).permute(0, 1, 3, 2, 4, 5)
+    out = windows.new_empty((grid.shape[0], h, w, c))
+    for part, target in _real_areas(grid, out, window):
+        target.copy_(part)
+    return out
 
 
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -79,31 +118,28 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
     return rel_pos[relative.long()]
 
 
-def add_decomposed_rel_pos(
-    attn: torch.Tensor,
-    q: torch.Tensor,
-    rel_pos_h: torch.Tensor,
-    rel_pos_w: torch.Tensor,
-    q_size: tuple[int, int],
-    k_size: tuple[int, int],
+def decomposed_rel_pos_bias(
+    q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, q_size: tuple[int, int], k_size: tuple[int, int]
 ) -> torch.Tensor:
-    """MViTv2's decomposed relative positions: attn (B, qh*qw, kh*kw) plus, for each
-    query, <q, R_h[dy]> over key rows and <q, R_w[dx]> over key columns. q: (B, qh*qw, C)."""
+    """MViTv2's decomposed relative positions as one additive attention mask: for each
+    query, <q, R_h[dy]> over key rows plus <q, R_w[dx]> over key columns.
+    q: (B, heads, qh*qw, C) (unscaled, as the official code) -> (B, heads, qh*qw, kh*kw),
+    built in one broadcast add."""
     q_h, q_w = q_size
     k_h, k_w = k_size
-    rh = get_rel_pos(q_h, k_h, rel_pos_h)
-    rw = get_rel_pos(q_w, k_w, rel_pos_w)
-    b, _, dim = q.shape
-    r_q = q.reshape(b, q_h, q_w, dim)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rh)
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw)
-    attn = attn.view(b, q_h, q_w, k_h, k_w) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
-    return attn.view(b, q_h * q_w, k_h * k_w)
+    rh = get_rel_pos(q_h, k_h, rel_pos_h).to(q.dtype)
+    rw = get_rel_pos(q_w, k_w, rel_pos_w).to(q.dtype)
+    r_q = q.unflatten(2, (q_h, q_w))
+    rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh).contiguous()  # small; contiguous so the
+    rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw).contiguous()  # large sum below is too
+    bias = rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)
+    return bias.view(q.shape[0], q.shape[1], q_h * q_w, k_h * k_w)
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over an (B, H, W, C) map with decomposed relative
-    positions sized for `input_size` (the window, or the whole grid)."""
+    """Multi-head self-attention with decomposed relative positions sized for
+    `input_size` (the window, or the whole grid). `qkv` and `proj` are per-token, so the
+    block applies them outside the windows (on real tokens only) and calls `attend`."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool, use_rel_pos: bool, input_size: tuple[int, int]):
         super().__init__()
@@ -117,16 +153,19 @@ class Attention(nn.Module):
             self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
 
+    def attend(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """qkv: (B, h*w, 3 * dim) projected tokens of B maps of `size` -> (B, h*w, dim)
+        attention outputs (before `proj`)."""
+        b, length, three_dim = qkv.shape
+        q, k, v = qkv.view(b, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        mask = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, size, size) if self.use_rel_pos else None
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        return out.transpose(1, 2).reshape(b, length, three_dim // 3)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = x.shape
-        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        if self.use_rel_pos:
-            attn = add_decomposed_rel_pos(attn, q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
-        attn = attn.softmax(dim=-1)
-        x = (attn @ v).view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
-        return self.proj(x)
+        """x: (B, H, W, dim) -> (B, H, W, dim), attention over the whole map."""
+        b, h, w, c = x.shape
+        return self.proj(self.attend(self.qkv(x).view(b, h * w, 3 * c), (h, w)).view(b, h, w, c))
 
 
 class Block(nn.Module):
@@ -146,13 +185,21 @@ class Block(nn.Module):
         shortcut = x
         x = self.norm1(x)
         if self.window_size > 0:
-            h, w = x.shape[1], x.shape[2]
-            x, padded = window_partition(x, self.window_size)
-            x = window_unpartition(self.attn(x), self.window_size, padded, (h, w))
+            # The official code pads the normed map with zeros and projects every window
+            # token; a zero token's q/k/v is the qkv bias exactly, so the real tokens are
+            # projected and the padding is filled with the bias (and dropped before `proj`).
+            b, h, w, c = x.shape
+            window = self.window_size
+            windows, padded = window_partition(self.attn.qkv(x), window, self.attn.qkv.bias)
+            x = window_unpartition(self.attn.attend(windows, (window, window)), window, padded, (h, w))
+            x = self.attn.proj(x)
         else:
             x = self.attn(x)
-        x = shortcut + x
-        return x + self.mlp(self.norm2(x))
+        if torch.is_grad_enabled():
+            x = shortcut + x
+            return x + self.mlp(self.norm2(x))
+        x = x.add_(shortcut)
+        return self.mlp(self.norm2(x)).add_(x)
 
 
 class PatchEmbed(nn.Module):

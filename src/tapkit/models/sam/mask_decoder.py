@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tapkit.models.inplace import upscale_embedding
 from tapkit.models.sam.config import SamDecoderConfig
 from tapkit.models.sam.image_encoder import LayerNorm2d
 from tapkit.models.sam.transformer import TwoWayState, TwoWayTransformer
@@ -73,7 +74,7 @@ class MaskDecoder(nn.Module):
         state = self.transformer(src.flatten(2).permute(0, 2, 1), image_pe, tokens)
         iou_token_out = state.tokens[:, 0, :]
         mask_tokens_out = state.tokens[:, 1 : 1 + self.num_mask_tokens, :]
-        upscaled = self.output_upscaling(state.keys.transpose(1, 2).view(n, c, h, w))
+        upscaled = upscale_embedding(self.output_upscaling, state.keys.transpose(1, 2).view(n, c, h, w))
         hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
         _, c, uh, uw = upscaled.shape
         masks = (hyper_in @ upscaled.view(n, c, uh * uw)).view(n, -1, uh, uw)

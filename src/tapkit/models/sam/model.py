@@ -95,6 +95,9 @@ class SamModel(nn.Module):
     def caption(self, sem_tokens: torch.Tensor) -> list[str | None]:
         return [None] * sem_tokens.shape[0]
 
+    def set_max_caption_tokens(self, n: int) -> None:
+        raise ValueError("SAM writes no captions")
+
     def learned_state_dict(self) -> dict[str, torch.Tensor]:
         """The state dict in the official naming."""
         return dict(self.state_dict())

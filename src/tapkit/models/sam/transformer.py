@@ -1,10 +1,11 @@
 """SAM's two-way transformer: prompt tokens and image tokens attend to each other.
 
 Used by the mask decoder (2 layers) and by the SCA text feature mixer (12 layers).
-The arithmetic follows the official implementation; the image side may have batch
-size 1 while the tokens have batch size N (the image is shared by all prompts):
-it is then projected once and broadcast, which gives each prompt exactly what it
-gets alone."""
+The arithmetic is the official implementation's, with attention through
+`scaled_dot_product_attention` (same softmax(q k^T / sqrt(d)) v, to float rounding) and
+the image-side residual added in place without grad; the image side may have batch size
+1 while the tokens have batch size N (the image is shared by all prompts): it is then
+projected once and broadcast, which gives each prompt what it gets alone."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from tapkit.models.sam.image_encoder import MLPBlock
 
@@ -37,11 +39,10 @@ class Attention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q: (Bq, Nq, C); k, v: (Bk, Nk, C) with Bq and Bk equal or one of them 1."""
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-        attn = q @ k.permute(0, 1, 3, 2)
-        attn = attn / math.sqrt(q.shape[-1])
-        attn = torch.softmax(attn, dim=-1)
-        out = attn @ v
-        b, _, n, _ = out.shape
+        b = max(q.shape[0], k.shape[0], v.shape[0])
+        q, k, v = (t.expand(b, -1, -1, -1) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(q.shape[-1]))
+        n = out.shape[2]
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
 
 
@@ -72,7 +73,8 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
         queries = self.norm3(queries + self.mlp(queries))
         q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        update = self.cross_attn_image_to_token(k, q, queries)
+        keys = self.norm4(update.add_(keys) if not torch.is_grad_enabled() else keys + update)
         return queries, keys
 
 

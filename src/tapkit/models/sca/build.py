@@ -25,7 +25,7 @@ from tapkit.models.family import Companions
 from tapkit.models.sam.build import HF_DECODER_NORM_EPS
 from tapkit.models.sam.config import infer_sam_config
 from tapkit.models.sam.family import FAMILY as SAM
-from tapkit.models.sca.config import TASKS, MixerConfig, ScaConfig
+from tapkit.models.sca.config import RELEASED_MAX_NEW_TOKENS, TASKS, MixerConfig, ScaConfig
 from tapkit.models.sca.keys import is_released_sca, is_tapkit_sca, tapkit_state_from_released
 from tapkit.models.sca.model import ScaModel
 from tapkit.models.sca.tokenizer import load_caption_tokenizer
@@ -190,7 +190,8 @@ def released_config(checkpoint: Checkpoint) -> tuple[ScaConfig, dict[str, torch.
         norm_eps=float(decoder.get("layer_norm_eps", 1e-6)),
     )
     num_task_tokens = tensors["task_tokens.weight"].shape[0] // len(TASKS)
-    cfg = ScaConfig(backbone=sam.to_dict(), text_config=dict(hf["text_config"]), mixer=mixer, num_task_tokens=num_task_tokens)
+    cfg = ScaConfig(backbone=sam.to_dict(), text_config=dict(hf["text_config"]), mixer=mixer, num_task_tokens=num_task_tokens,
+                    max_new_tokens=RELEASED_MAX_NEW_TOKENS)
     return cfg, tensors
 
 

@@ -12,6 +12,11 @@ from typing import Mapping
 # as captions) and region captioning.
 TASKS = ("recognition", "caption")
 
+# The released models caption with transformers' generate(max_length=20), whose count
+# includes the one virtual BOS position generate puts before the inputs_embeds prefix:
+# at most 19 tokens are generated (EOS included).
+RELEASED_MAX_NEW_TOKENS = 19
+
 
 @dataclass(frozen=True)
 class MixerConfig:

@@ -13,6 +13,7 @@ positions)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -111,6 +112,12 @@ class ScaModel(nn.Module):
     @property
     def max_caption_tokens(self) -> int:
         return self.generation.max_new_tokens
+
+    def set_max_caption_tokens(self, n: int) -> None:
+        room = self.language_model.config.max_position_embeddings - self.cfg.num_task_tokens - self.cfg.mixer.num_queries
+        if not 1 <= n <= room:
+            raise ValueError(f"captions of this SCA can have 1 to {room} tokens (its language model's positions), not {n}")
+        self.generation = dataclasses.replace(self.generation, max_new_tokens=n)
 
     @property
     def encoder_config(self):

@@ -11,6 +11,22 @@ from typing import Protocol
 from tapkit.models.tap.tokenizer import TextTokenizer, TokenizerError
 
 
+# transformers' clean_up_tokenization_spaces rule, on by default for GPT-2 in the version
+# the official SCA code pinned (later versions turned the default off): spaces before
+# punctuation and English contractions go.
+CLEAN_UP_SPACES = (
+    (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+    (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+)
+
+
+def clean_up_spaces(text: str) -> str:
+    """"a dog ." -> "a dog.", "it 's" -> "it's" (the replacements in order, as transformers)."""
+    for before, after in CLEAN_UP_SPACES:
+        text = text.replace(before, after)
+    return text
+
+
 class CaptionTokenizer(Protocol):
     eos_id: int
     vocab_size: int
@@ -57,7 +73,10 @@ class HuggingFaceCaptionTokenizer:
         ids = list(ids)
         if self.eos_id in ids:
             ids = ids[: ids.index(self.eos_id)]
-        return self.hf.decode(ids, skip_special_tokens=True).strip()
+        # The official decoding cleans up spaces; tapkit applies the rule itself, so the text
+        # does not depend on the installed transformers' default.
+        text = self.hf.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return clean_up_spaces(text).strip()
 
 
 def load_caption_tokenizer(source) -> CaptionTokenizer:

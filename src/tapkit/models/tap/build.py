@@ -8,7 +8,7 @@ import torch
 from tapkit.checkpoint.io import Checkpoint, CheckpointError, check_fit, load_checked
 from tapkit.models.tap.concepts import ConceptFileError, ConceptVocabulary
 from tapkit.models.tap.config import PRESETS, ArchitectureError, TapConfig, infer_config, shapes_of
-from tapkit.models.tap.model import PIXEL_MEAN_BGR, PIXEL_STD_BGR, TapModel, is_derived_key
+from tapkit.models.tap.model import PIXEL_STATISTICS, TapModel, is_derived_key
 from tapkit.models.tap.tokenizer import TextTokenizer, TokenizerError
 
 
@@ -35,13 +35,19 @@ def check_companions(cfg: TapConfig, tokenizer: TextTokenizer | None, concepts: 
         )
 
 
-def check_pixel_statistics(tensors: dict[str, torch.Tensor], path) -> None:
-    """The reference stores its normalization; tapkit uses the same constants, and a
-    checkpoint trained with other ones must not be read silently wrong."""
-    expected = {"pixel_mean": torch.tensor(PIXEL_MEAN_BGR), "pixel_rsig": torch.tensor(PIXEL_STD_BGR).reciprocal()}
-    for name, value in expected.items():
-        if name in tensors and not torch.allclose(tensors[name].float().flatten(), value, rtol=1e-4, atol=1e-4):
-            raise CheckpointError(f"{path}: {name} = {tensors[name].tolist()} differs from TAP's image normalization")
+def stored_pixel_statistics(tensors: dict[str, torch.Tensor], path) -> dict[str, torch.Tensor]:
+    """The normalization the checkpoint stores (`pixel_mean`, `pixel_rsig`, BGR), which the
+    reference loads into its buffers and normalizes with. Absent or shape-only (meta)
+    tensors leave the defaults."""
+    stored = {}
+    for name in PIXEL_STATISTICS:
+        value = tensors.get(name)
+        if value is None or value.is_meta:
+            continue
+        if value.numel() != 3 or not value.is_floating_point():
+            raise CheckpointError(f"{path}: {name} must be 3 floats (B, G, R), got shape {tuple(value.shape)} {value.dtype}")
+        stored[name] = value.detach().flatten()
+    return stored
 
 
 def tap_from_checkpoint(
@@ -50,7 +56,7 @@ def tap_from_checkpoint(
     concepts: ConceptVocabulary | None = None,
     preset: str | None = None,
 ) -> TapModel:
-    check_pixel_statistics(checkpoint.tensors, checkpoint.path)
+    pixel_statistics = stored_pixel_statistics(checkpoint.tensors, checkpoint.path)
     tensors = {k: v for k, v in checkpoint.tensors.items() if not is_derived_key(k)}
     if preset is not None:
         cfg = preset_config(preset)
@@ -67,4 +73,5 @@ def tap_from_checkpoint(
     check_companions(cfg, tokenizer, concepts)
     model = TapModel(cfg, tokenizer, concepts)
     load_checked(model, model.learned_state_dict(), tensors, checkpoint.path, "TAP")
+    model.set_pixel_statistics(**pixel_statistics)
     return model.eval()

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tapkit.models.outputs import DecoderOutput
+from tapkit.models.inplace import upscale_embedding
 from tapkit.models.tap.config import ImageDecoderConfig
 
 
@@ -80,7 +81,8 @@ class TwoWayBlock(nn.Module):
         q, k = query + query_pos, key + key_pos
         query = self.norm2(self.dropout(self.cross_attn_token_to_image(q, k, key)) + query)
         query = self.norm3(self.dropout(self.mlp(query)) + query)
-        key = self.norm4(self.cross_attn_image_to_token(k, query + query_pos, query) + key)
+        update = self.cross_attn_image_to_token(k, query + query_pos, query)
+        key = self.norm4(update.add_(key) if not torch.is_grad_enabled() else update + key)
         return query, key
 
 
@@ -162,7 +164,7 @@ class ImageDecoder(nn.Module):
         query, key = self.transformer(tokens, key, image_pos)
         # The reference's view of the (N, HW, C) keys as an (N, C, h, w) map (channels-last
         # strides), so the convolutions take it without a copy and use the same kernels.
-        upscaled = self.output_conv(key.transpose(1, 2).view(-1, c, h, w))
+        upscaled = upscale_embedding(self.output_conv, key.transpose(1, 2).view(-1, c, h, w))
         # (N, C/8, 4h * 4w) as a strided view of the channels-last output (no copy).
         upscaled = upscaled.permute(0, 2, 3, 1).reshape(n, 16 * h * w, -1).transpose(1, 2)
         sem_tokens = query[:, :m]

@@ -19,6 +19,8 @@ from tapkit.models.tap.tokenizer import TextTokenizer
 
 # Tensors of the official state dict that are derived, not learned.
 DERIVED_KEYS = ("pixel_mean", "pixel_rsig")
+# The image normalization (BGR mean and reciprocal std), stored in official checkpoints.
+PIXEL_STATISTICS = ("pixel_mean", "pixel_rsig")
 DERIVED_SUFFIXES = (".rel_pos_embed.index", ".num_batches_tracked")
 
 
@@ -45,6 +47,7 @@ class TapModel(nn.Module):
         self.text_decoder = TextDecoder(cfg.text_decoder) if cfg.text_decoder else None
         self.tokenizer = tokenizer
         self.concepts = concepts
+        self.caption_limit: int | None = None  # None: the reference's limit
         # Automatic-mode settings shipped with the weights (EverythingConfig field -> value).
         self.everything_defaults: dict = {}
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN_BGR), persistent=False)
@@ -64,7 +67,19 @@ class TapModel(nn.Module):
 
     @property
     def max_caption_tokens(self) -> int | None:
-        return self.text_decoder.max_text_len if self.text_decoder is not None else None
+        """Tokens a caption may have (EOS included): the reference's 38 (positions 1..38 of
+        its 39-slot buffer) unless `set_max_caption_tokens` lowered it."""
+        if self.text_decoder is None:
+            return None
+        return self.caption_limit if self.caption_limit is not None else self.text_decoder.max_text_len - 1
+
+    def set_max_caption_tokens(self, n: int) -> None:
+        if self.text_decoder is None:
+            raise ValueError("this TAP checkpoint has no text decoder: it writes no captions")
+        most = self.text_decoder.max_text_len - 1
+        if not 1 <= n <= most:
+            raise ValueError(f"captions of this TAP can have 1 to {most} tokens (its text decoder's length), not {n}")
+        self.caption_limit = n
 
     @property
     def encoder_config(self):
@@ -110,9 +125,31 @@ class TapModel(nn.Module):
         """Greedy captions for selected semantic tokens (N, C); None without a text decoder."""
         if self.text_decoder is None or self.tokenizer is None:
             return [None] * sem_tokens.shape[0]
-        ids = self.text_decoder.generate(sem_tokens.unsqueeze(1), self.tokenizer.bos_id, self.tokenizer.eos_id)
+        ids = self.text_decoder.generate(sem_tokens.unsqueeze(1), self.tokenizer.bos_id, self.tokenizer.eos_id, self.max_caption_tokens)
         return [self.tokenizer.decode(seq) for seq in ids]
 
+    def set_pixel_statistics(self, pixel_mean: torch.Tensor | None = None, pixel_rsig: torch.Tensor | None = None) -> None:
+        """Normalizes with a checkpoint's stored statistics (BGR), as the reference's
+        load_state_dict does; the padding fill stays the default mean, as there."""
+        with torch.no_grad():
+            for buffer, value in ((self.pixel_mean, pixel_mean), (self.pixel_rsig, pixel_rsig)):
+                if value is not None:
+                    buffer.copy_(value.reshape(buffer.shape))
+
+    def custom_pixel_statistics(self) -> dict[str, torch.Tensor]:
+        """`pixel_mean` / `pixel_rsig` where they differ from the defaults (shape-only
+        meta buffers count as defaults)."""
+        defaults = {"pixel_mean": torch.tensor(PIXEL_MEAN_BGR), "pixel_rsig": torch.tensor(PIXEL_STD_BGR).reciprocal()}
+        return {
+            name: getattr(self, name)
+            for name, default in defaults.items()
+            if not getattr(self, name).is_meta and not torch.equal(getattr(self, name).detach().float().cpu(), default)
+        }
+
     def learned_state_dict(self) -> dict[str, torch.Tensor]:
-        """The state dict in the official naming, without derived tensors."""
-        return {k: v for k, v in self.state_dict().items() if not is_derived_key(k)}
+        """The state dict in the official naming, without derived tensors; with the pixel
+        statistics when a checkpoint set other ones than the defaults (so they survive
+        `convert` and saving)."""
+        state = {k: v for k, v in self.state_dict().items() if not is_derived_key(k)}
+        state.update(self.custom_pixel_statistics())
+        return state
