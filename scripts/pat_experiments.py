@@ -58,7 +58,12 @@ VARIANTS: dict[str, dict | None] = {
     "pat_single_res": {**PAT_DEFAULT, "strides": [1, 1, 1]},
     "pat_coupled": {**PAT_DEFAULT, "coupling": "coupled"},
     "pat_no_shared_decoder": {**PAT_DEFAULT, "shared_decoder": False},
+    # the investigation (docs/pat.md): the guidance stays ~0.1 % of the side tokens at scale 1
+    "pat_guidance_x10": {**PAT_DEFAULT, "guidance_scale": 10.0},
+    # ... and PAT's losses reach CLIP's trainable positional embedding, SAN's features with it
+    "pat_clip_detached": {**PAT_DEFAULT, "clip_gradient": False},
 }
+MAIN = ("san", "pat", "pat_single_res", "pat_coupled", "pat_no_shared_decoder")
 
 
 def write_drawings(out: Path, images: int, seed: int, unseen_share: float = 0.5) -> None:
@@ -248,7 +253,7 @@ def main() -> None:
             p.add_argument("--base", type=Path, required=True, help="the trained SAN every run starts from")
             p.add_argument("--train", type=Path, default=Path("scratch/semseg_train"))
             p.add_argument("--drawings", type=Path, default=Path("scratch/plain_semseg"))
-            p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+            p.add_argument("--variants", nargs="+", default=list(MAIN), choices=list(VARIANTS))
             p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
             p.add_argument("--steps", type=int, default=150)
             p.add_argument("--batch", type=int, default=4)

@@ -240,3 +240,12 @@ def test_config_round_trips():
     assert PatConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(AssertionError):
         PatConfig(coupling="tight")
+
+
+def test_guidance_scale_multiplies_the_guidance(clip):
+    with torch.no_grad():
+        maps = clip_maps(clip, torch.randn(1, 3, 64, 64), {1, 2, 3})
+    one = _tokenizer("loose", True).eval()
+    three = FeaturePyramidTokenizer(dataclasses.replace(one.cfg, guidance_scale=3.0), 32, 12).eval()
+    three.load_state_dict(one.state_dict())
+    torch.testing.assert_close(three(maps, (8, 8)).guidance, 3 * one(maps, (8, 8)).guidance)

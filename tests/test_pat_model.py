@@ -45,6 +45,17 @@ def test_untrained_pat_computes_what_its_san_does():
     assert not torch.allclose(pat(images, classifier).mask_logits, a.mask_logits)
 
 
+@pytest.mark.parametrize("clip_gradient", [True, False])
+def test_pat_losses_reach_clips_positional_embedding_unless_detached(clip_gradient):
+    torch.manual_seed(0)
+    model = SanModel(tiny_config(pat=dataclasses.replace(PAT, clip_gradient=clip_gradient))).train()
+    out = model.tokenize(torch.randn(2, 3, 64, 64))
+    out.reconstruction.abs().mean().backward()
+    grad = model.clip.visual.positional_embedding.grad
+    assert (grad is not None and grad.abs().sum() > 0) == clip_gradient
+    assert model.pat.pixel.head[1].weight.grad.abs().sum() > 0
+
+
 def test_config_round_trip_and_refusals():
     cfg = tiny_config(pat=PAT)
     assert SanConfig.from_dict(cfg.to_dict()) == cfg

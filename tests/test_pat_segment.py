@@ -82,3 +82,23 @@ def test_folder_mode_writes_a_token_picture_per_image(pat, image, tmp_path):
     assert main(["segment", "--input-dir", str(image.parent), "--classes", "a,b", "--checkpoint", str(pat), "-o",
                  str(out), "--tokens", "--no-progress"]) == 0
     assert (out / "a.png.tokens.png").is_file() and (out / "a.png.json").is_file()
+
+
+def test_server_segments_with_a_pat(tiny_model, pat):
+    from fastapi.testclient import TestClient
+
+    from tapkit.serve import ServeSettings, create_app
+    from tapkit.utils.rle import decode_rle
+
+    from serve_helpers import encode, shapes_image, upload
+
+    segmenter = tapkit.load_segmenter(pat)
+    with TestClient(create_app(tiny_model, ServeSettings(), everything=None, segmenter=segmenter)) as client:
+        rgb = shapes_image()
+        image_id = upload(client, encode(rgb, "PNG")).json()["id"]
+        classes = ["background", "red circle"]
+        answer = client.post(f"/v1/images/{image_id}/segment", json={"classes": classes})
+        assert answer.status_code == 200, answer.text
+        expected = segmenter.segment(rgb, classes)
+        for c in answer.json()["classes"]:
+            assert np.array_equal(decode_rle(c["segmentation"]), expected.label_map == c["index"])

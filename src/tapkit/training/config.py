@@ -144,6 +144,8 @@ class PatTrainConfig:
     shared_decoder: bool = True  # the semantic branch reads the pixel branch's top-down decoder
     guidance_at: int = 3  # side-network index where the guidance is added (as in san.fusion)
     recon_factor: int = 4  # the reconstruction is the finest level's grid x this
+    guidance_scale: float = 1.0  # multiplies the semantic branch's zero-initialised output
+    clip_gradient: bool = True  # PAT's losses reach CLIP's positional embedding (False: the pyramid reads CLIP detached)
     recon_weight: float = 1.0
     codebook_weight: float = 1.0
 
@@ -157,7 +159,8 @@ class PatTrainConfig:
     def model_config(self) -> PatConfig:
         levels = tuple(PyramidLevel(int(layer), int(stride)) for layer, stride in zip(self.layers, self.strides))
         return PatConfig(levels, self.codebook, self.width, self.guidance_width, self.coupling, self.shared_decoder,
-                         self.guidance_at, self.recon_factor)
+                         self.guidance_at, self.recon_factor, self.guidance_scale,
+                         self.clip_gradient)
 
 
 @dataclass

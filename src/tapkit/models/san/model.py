@@ -92,7 +92,7 @@ class SanModel(nn.Module):
         fuse_at = dict(cfg.fusion)
         x, grid = self.side.tokens(images)
         q = cfg.side.num_queries
-        pat = self.pat(feats.maps, grid) if self.pat is not None else None
+        pat = self._tokens(feats, grid)
         pos = self.side.positional(*grid)
         x = self._guide(0, self._fuse(0, x + pos, feats, fuse_at, grid, q), pat, q)
         decoded = []
@@ -112,6 +112,12 @@ class SanModel(nn.Module):
             outs.append(SanAuxOutput(masks, scale * regions @ classifier.to(regions.dtype).t()))
         return SanOutput(outs[-1].mask_logits, outs[-1].class_logits, outs[:-1], pixels, feats, pat)
 
+    def _tokens(self, feats: ClipFeatures, grid: tuple[int, int]) -> PatOutput | None:
+        if self.pat is None:
+            return None
+        maps = feats.maps if self.cfg.pat.clip_gradient else {k: v.detach() for k, v in feats.maps.items()}
+        return self.pat(maps, grid)
+
     def tokenize(self, images: torch.Tensor) -> PatOutput:
         """PAT's tokens alone (CLIP's pyramid and the tokenizer, no side network): images
         as `forward` takes them -> PatOutput (its guidance on the side grid)."""
@@ -119,7 +125,7 @@ class SanModel(nn.Module):
         feats = clip_features(self.clip.visual, self.clip_input(images), self.cfg.pat.layers, self.cfg.recognition_start,
                               self.cfg.clip_pos_antialias)
         patch = self.cfg.side.patch_size
-        return self.pat(feats.maps, (images.shape[2] // patch, images.shape[3] // patch))
+        return self._tokens(feats, (images.shape[2] // patch, images.shape[3] // patch))
 
     def _guide(self, index: int, x: torch.Tensor, pat: PatOutput | None, q: int) -> torch.Tensor:
         """PAT's guidance (B, side width, h, w) added to the patch tokens at `pat.guidance_at`."""

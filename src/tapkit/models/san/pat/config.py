@@ -48,7 +48,12 @@ class PatConfig:
     features (one decoder for both tasks) instead of fusing the raw tokens itself.
     guidance_at: the side-network index (as in SanConfig.fusion) where the guidance is
     added to the patch tokens. recon_factor: the reconstructed image is the finest
-    level's grid times this (CLIP's grid x 4 at stride 1: a 2-pixel cell at patch 8)."""
+    level's grid times this (CLIP's grid x 4 at stride 1: a 2-pixel cell at patch 8).
+    guidance_scale: multiplies the semantic branch's (zero-initialised) output; with Adam,
+    it scales how fast the guidance can grow (docs/pat.md: at 1 it stayed ~0.1 % of the
+    side tokens in short runs). clip_gradient: PAT's losses (reconstruction, codebook terms)
+    reach CLIP's trainable parameters through the pyramid (SAN trains CLIP's visual
+    positional embedding); False: the pyramid reads CLIP detached."""
 
     levels: tuple[PyramidLevel, ...] = (PyramidLevel(1, 1), PyramidLevel(2, 2), PyramidLevel(3, 4))
     codebook: CodebookConfig = CodebookConfig()
@@ -58,6 +63,8 @@ class PatConfig:
     shared_decoder: bool = True
     guidance_at: int = 3
     recon_factor: int = 4
+    guidance_scale: float = 1.0
+    clip_gradient: bool = True
 
     def __post_init__(self):
         assert self.levels, "PAT needs at least one pyramid level"

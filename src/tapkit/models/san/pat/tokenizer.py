@@ -58,5 +58,6 @@ class FeaturePyramidTokenizer(nn.Module):
         inputs = pixel.decoded if self.cfg.shared_decoder else tokens
         if self.cfg.coupling == "loose":
             inputs = [x.detach() for x in inputs]
-        return PatOutput(self.semantic(inputs, grid), pixel.reconstruction, [q.indices for q in quantized],
+        guidance = self.semantic(inputs, grid) * self.cfg.guidance_scale
+        return PatOutput(guidance, pixel.reconstruction, [q.indices for q in quantized],
                          sum(q.loss for q in quantized), [q.usage for q in quantized], [q.perplexity for q in quantized])
