@@ -50,7 +50,7 @@ def main() -> None:
             masks = F.interpolate(masks[:, :, :nh, :nw], size=gt.shape, mode="bilinear", align_corners=False)[0] > 0
             query_class = out.class_logits[0].argmax(-1)
             clip_in = model.clip_input(x)
-            feats = clip_features(visual, clip_in, set(), model.cfg.recognition_start)
+            feats = clip_features(visual, clip_in, set(), model.cfg.recognition_start, model.cfg.clip_pos_antialias)
         present = [int(c) for c in np.unique(gt) if c != ds.ignore_label]
         gt_masks = torch.from_numpy(np.stack([gt == c for c in present]))
         inter = (masks[:, None] & gt_masks[None]).flatten(2).sum(-1).float()

@@ -48,8 +48,9 @@ def main() -> None:
     args.assets.mkdir(parents=True, exist_ok=True)
     target = args.assets / "default_model.safetensors"
     save_safetensors(tensors, target, config=ckpt.config, everything=everything)
-    shutil.copyfile(args.tokenizer, args.assets / "default_tokenizer.model")
-    shutil.copyfile(args.concepts, args.assets / "default_concepts.pkl")
+    for source, name in ((args.tokenizer, "default_tokenizer.model"), (args.concepts, "default_concepts.pkl")):
+        if source.resolve() != (args.assets / name).resolve():  # repackaging keeps the packaged companions
+            shutil.copyfile(source, args.assets / name)
     for name in ("default_model.safetensors", "default_tokenizer.model", "default_concepts.pkl"):
         (args.assets / name).chmod(0o644)  # atomic writes create 0600 files; package data must be readable
     size = target.stat().st_size

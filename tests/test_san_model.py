@@ -199,3 +199,27 @@ def test_segmenter_label_map_in_the_given_class_order(tmp_path):
     assert np.array_equal(2 - flipped.label_map, result.label_map)  # the same regions, indices follow the order
     with pytest.raises(tapkit.UserError, match="repeated"):
         segmenter.segment(rgb, ["a", "a"])
+
+
+def test_clip_positional_embedding_is_resized_as_san_resizes_it():
+    """SAN's resize_pos_embed2d: bicubic, align_corners False, no antialiasing."""
+    torch.manual_seed(3)
+    visual = SanModel(tiny_config()).clip.visual
+    images = torch.randn(1, 3, 48, 40)
+    feats = clip_features(visual, images, {0}, 3)
+    pos = visual.positional_embedding
+    grid = pos[1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    resized = F.interpolate(grid, size=(6, 5), mode="bicubic", align_corners=False).flatten(2)[0].t()
+    x = visual.conv1(images).flatten(2).transpose(1, 2)
+    tokens = torch.cat([visual.class_embedding.expand(1, 1, -1), x], 1) + torch.cat([pos[:1], resized])
+    expected = visual.ln_pre(tokens)[:, 1:].transpose(1, 2).reshape(1, -1, 6, 5)
+    assert torch.allclose(feats.maps[0], expected, atol=1e-6)
+
+
+def test_files_without_the_antialias_field_keep_their_training_resize():
+    cfg = tiny_config(clip_pos_antialias=False)
+    d = cfg.to_dict()
+    assert SanConfig.from_dict(d) == cfg
+    del d["clip_pos_antialias"]
+    assert SanConfig.from_dict(d).clip_pos_antialias is True
+    assert tapkit.load_segmenter().model.cfg.clip_pos_antialias is True

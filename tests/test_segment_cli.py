@@ -68,3 +68,9 @@ def test_folders_resume_and_index(san, images, tmp_path):
     stamp = (out / "sub" / "a.png.json").stat().st_mtime_ns
     assert main(argv) == 0
     assert (out / "sub" / "a.png.json").stat().st_mtime_ns == stamp  # resumed, not redone
+
+
+def test_predict_with_a_san_checkpoint_points_to_segment(san, images, capsys):
+    argv = ["predict", str(images / "sub" / "a.png"), "--point", "5,5", "--checkpoint", str(san / "model.safetensors")]
+    assert main(argv) == 2
+    assert "tapkit segment" in capsys.readouterr().err

@@ -39,6 +39,9 @@ def model_from_args(args: argparse.Namespace):
         except ValueError as err:
             raise UserError(f"--max-caption-tokens: {err}") from None
     if not isinstance(model, PromptableModel):
+        if model.family == "san":
+            raise UserError(f"{args.checkpoint} is a SAN checkpoint: it takes class names, not prompts "
+                            "(`tapkit segment IMAGE --classes ... --checkpoint` it, or tapkit.load_segmenter)")
         raise UserError(f"{args.checkpoint} is a {model.family.upper()} checkpoint: it takes no prompts (a CLIP embeds text "
                         "and images: tapkit.load_clip, `tapkit concepts build --clip`); give a TAP, SAM or SCA checkpoint")
     return model

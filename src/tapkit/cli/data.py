@@ -95,7 +95,8 @@ def add_parser(subparsers) -> None:
     add_clip_options(z)
     z.set_defaults(func=run_evaluate_clip, clip="default")
 
-    e = sub.add_parser("evaluate", help="mask mIoU (point, box), concept top-1, caption CIDEr-D on a synthetic world")
+    e = sub.add_parser("evaluate", help="mask mIoU (point, box), concept top-1, caption CIDEr-D and whole-caption truth "
+                                        "(subject, related shape, direction) on a synthetic world")
     e.add_argument("--sa1b", required=True, help="held-out SA-1B directory with concept/caption annotations")
     e.add_argument("--max-images", type=int, default=None)
     e.add_argument("--output", "-o", help="write the report JSON here (default: print)")

@@ -122,6 +122,7 @@ class SanTrainConfig:
     decoder_layers: int = 3
     templates: str = "synthetic"  # vild (SAN's 14) or synthetic (the packaged CLIP's 3)
     train_clip_pos_embed: bool = True  # SAN trains CLIP's visual positional embedding, nothing else of CLIP
+    clip_pos_antialias: bool = False  # resize that embedding antialiased (open_clip) or not (SAN)
     crop: int = 256
     scale: tuple[float, float] = (0.75, 1.5)  # short side / crop, uniform
     hflip_prob: float = 0.5

@@ -37,7 +37,9 @@ class SanConfig:
     k after block k; CLIP layer 0 is the stem (after ln_pre), l the output of block l.
     recognition_start: the CLIP blocks from this index on recognise the proposals.
     deep_supervision: the side blocks (1-based) whose tokens are decoded (the last is the
-    prediction). clip_resolution: CLIP sees the image scaled by this factor."""
+    prediction). clip_resolution: CLIP sees the image scaled by this factor.
+    clip_pos_antialias: whether CLIP's positional embedding is resized antialiased (open_clip)
+    or not (SAN's released code)."""
 
     clip: ClipConfig = field(default_factory=ClipConfig)
     side: SideConfig = field(default_factory=SideConfig)
@@ -48,6 +50,7 @@ class SanConfig:
     decoder_width: int = 256
     decoder_layers: int = 3
     templates: str = "vild"
+    clip_pos_antialias: bool = False
     pat: PatConfig | None = None  # PAT (docs/pat.md): feature-pyramid tokens guiding the side network
 
     def __post_init__(self):
@@ -77,7 +80,9 @@ class SanConfig:
                    recognition_start=d["recognition_start"], deep_supervision=tuple(d["deep_supervision"]),
                    clip_resolution=d["clip_resolution"], decoder_width=d["decoder_width"],
                    decoder_layers=d["decoder_layers"], templates=d["templates"],
-                   pat=PatConfig.from_dict(d["pat"]) if d.get("pat") else None)
+                   pat=PatConfig.from_dict(d["pat"]) if d.get("pat") else None,
+                   # files written before the field existed were all trained antialiased
+                   clip_pos_antialias=d.get("clip_pos_antialias", True))
 
 
 OPENAI_B16 = ClipConfig(512, VisionConfig(224, 16, 768, 12, 12), TextConfig(77, 49408, 512, 8, 12), quick_gelu=True)

@@ -87,7 +87,8 @@ class SanModel(nn.Module):
         aux = self.training if aux is None else aux
         cfg = self.cfg
         layers = {layer for _, layer in cfg.fusion} | (cfg.pat.layers if cfg.pat is not None else set())
-        feats = clip_features(self.clip.visual, self.clip_input(images), layers, cfg.recognition_start)
+        feats = clip_features(self.clip.visual, self.clip_input(images), layers, cfg.recognition_start,
+                              cfg.clip_pos_antialias)
         fuse_at = dict(cfg.fusion)
         x, grid = self.side.tokens(images)
         q = cfg.side.num_queries
@@ -121,7 +122,8 @@ class SanModel(nn.Module):
         """PAT's tokens alone (CLIP's pyramid and the tokenizer, no side network): images
         as `forward` takes them -> PatOutput (its guidance on the side grid)."""
         assert self.pat is not None, "tokenize needs a PAT (SanConfig.pat)"
-        feats = clip_features(self.clip.visual, self.clip_input(images), self.cfg.pat.layers, self.cfg.recognition_start)
+        feats = clip_features(self.clip.visual, self.clip_input(images), self.cfg.pat.layers, self.cfg.recognition_start,
+                              self.cfg.clip_pos_antialias)
         patch = self.cfg.side.patch_size
         return self._tokens(feats, (images.shape[2] // patch, images.shape[3] // patch))
 

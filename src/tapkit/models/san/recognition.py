@@ -31,9 +31,11 @@ class ClipFeatures:
     grid: tuple[int, int]
 
 
-def clip_features(visual: VisionTransformer, images: torch.Tensor, layers: set[int], start: int) -> ClipFeatures:
-    """images (B, 3, H, W) normalized, sides multiples of the CLIP patch."""
-    x = visual.embed(images)
+def clip_features(visual: VisionTransformer, images: torch.Tensor, layers: set[int], start: int,
+                  antialias: bool = False) -> ClipFeatures:
+    """images (B, 3, H, W) normalized, sides multiples of the CLIP patch. The positional
+    embedding is resized bicubically, by default as SAN resizes it (not antialiased)."""
+    x = visual.embed(images, antialias=antialias)
     grid = (images.shape[2] // visual.patch_size, images.shape[3] // visual.patch_size)
 
     def as_map(t: torch.Tensor) -> torch.Tensor:

@@ -147,7 +147,7 @@ def model_config(cfg: TrainConfig, clip_cfg) -> SanConfig:
     return SanConfig(clip=clip_cfg, side=s.side, fusion=tuple(tuple(int(v) for v in p) for p in s.fusion),
                      recognition_start=s.recognition_start, deep_supervision=tuple(int(d) for d in s.deep_supervision),
                      clip_resolution=s.clip_resolution, decoder_width=s.decoder_width, decoder_layers=s.decoder_layers,
-                     templates=s.templates)
+                     templates=s.templates, clip_pos_antialias=s.clip_pos_antialias)
 
 
 def build_model(cfg: TrainConfig) -> SanModel:
