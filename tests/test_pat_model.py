@@ -123,3 +123,34 @@ def test_real_data_config_builds_on_san_vit_b16():
     pat = cfg.pat.model_config()
     san = dataclasses.replace(PRESETS["san_vit_b_16"], pat=pat)  # asserts the pyramid reads CLIP before recognition
     assert [lv.layer for lv in san.pat.levels] == [3, 6, 9] and san.pat.codebook.num_codes == 512
+
+
+DDP_WORKER = """
+import os, sys, torch
+from tapkit.training.config import load_config
+from tapkit.training.engine import train
+result = train(load_config(sys.argv[1]), progress=False)
+torch.save({k: v.detach() for k, v in result.model.state_dict().items() if k.startswith(("pat.", "side."))},
+           os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))
+"""
+
+
+def test_stage_pat_under_two_process_gloo_ddp_ends_identical(tiny_clip, semseg, tmp_path):
+    """Weights and the codebooks' buffers (EMA sums over the ranks, codes from rank 0) agree."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tmp_path / "ddp.yaml"
+    cfg = san_config(tiny_clip.folder, semseg, tmp_path / "run", steps=2, ckpt_every=100, stage="pat", pat=PAT_TRAIN)
+    config.write_text(yaml.safe_dump(cfg))
+    worker = tmp_path / "worker.py"
+    worker.write_text(DDP_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    str(worker), str(config), str(tmp_path)], check=True, env=env, timeout=240, capture_output=True)
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert "pat.codebooks.0.codes" in a and "pat.semantic.out.weight" in a
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), [k for k in a if not torch.allclose(a[k], b[k])]

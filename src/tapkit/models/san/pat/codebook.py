@@ -3,13 +3,16 @@ the codebook and commitment terms (or EMA code updates), dead-code restarts, and
 codebook's use (fraction of codes used, perplexity of the assignments).
 
 The running state (EMA sums, usage) is held in buffers, so it is saved with the
-weights and broadcast by DDP like any buffer; it changes only in training mode."""
+weights; it changes only in training mode. Under torch.distributed the EMA statistics
+are summed over the ranks and initial / restarted codes come from rank 0, so every rank
+keeps the same codebook."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
@@ -28,6 +31,22 @@ class Quantized:
     loss: torch.Tensor
     usage: float
     perplexity: float
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def all_ranks_sum(t: torch.Tensor) -> torch.Tensor:
+    if _distributed():
+        dist.all_reduce(t)
+    return t
+
+
+def from_rank0(t: torch.Tensor) -> torch.Tensor:
+    if _distributed():
+        dist.broadcast(t, 0)
+    return t
 
 
 def nearest_codes(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -82,7 +101,7 @@ class VectorQuantizer(nn.Module):
         the data would all be dead at once)."""
         if bool(self.initialized):
             return
-        picks = flat[torch.randint(len(flat), (self.cfg.num_codes,), device=flat.device)].float()
+        picks = from_rank0(flat[torch.randint(len(flat), (self.cfg.num_codes,), device=flat.device)].float().contiguous())
         self._codes_data()[:] = picks
         if self.cfg.ema:
             self.ema_sum.copy_(picks)
@@ -95,8 +114,9 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor) -> None:
         cfg = self.cfg
+        counts = all_ranks_sum(counts.clone())
         if cfg.ema:
-            sums = torch.zeros_like(self.ema_sum).index_add_(0, indices, flat)
+            sums = all_ranks_sum(torch.zeros_like(self.ema_sum).index_add_(0, indices, flat))
             self.ema_count.mul_(cfg.decay).add_(counts, alpha=1 - cfg.decay)
             self.ema_sum.mul_(cfg.decay).add_(sums, alpha=1 - cfg.decay)
             self.codes.copy_(self.ema_sum / self.ema_count.clamp(min=1e-5)[:, None])
@@ -109,7 +129,7 @@ class VectorQuantizer(nn.Module):
     def restart(self, dead: torch.Tensor, flat: torch.Tensor) -> None:
         """Moves the `dead` (K,) bool codes onto random features of `flat` (N, D)."""
         n = int(dead.sum())
-        picks = flat[torch.randint(len(flat), (n,), device=flat.device)]
+        picks = from_rank0(flat[torch.randint(len(flat), (n,), device=flat.device)].contiguous())
         self._codes_data()[dead] = picks.to(self.codes.dtype)
         if self.cfg.ema:
             self.ema_sum[dead] = picks
