@@ -24,11 +24,24 @@ tapkit train configs/default_concepts_long.yaml
 tapkit train configs/default_iou.yaml
 tapkit train configs/default_final.yaml
 tapkit train configs/default_caption.yaml
-python scripts/package_default_model.py runs/default_caption/model.safetensors \
-    --tokenizer scratch/tokenizer.model --concepts scratch/concepts.pkl
+# Stage 2b: captions that say only what the model can know ('a small red circle'; docs/training.md).
+tapkit data synth --out scratch/world_short --images 4000 --seed 0 --captions short
+tapkit train configs/default_truth.yaml
+# The automatic-mode settings measured for this model (docs/everything.md) travel in its checkpoint.
+python scripts/package_default_model.py runs/default_truth/model.safetensors \
+    --tokenizer scratch/tokenizer.model --concepts scratch/concepts.pkl \
+    --everything points_per_side=16 pred_iou_thresh=0.75 stability_thresh=0.8 box_nms_thresh=0.7 mask_nms_thresh=0.3
 tapkit data evaluate --sa1b scratch/world_eval/sa1b --output docs/default_model_eval.json
 python scripts/plain_drawings.py --out scratch/plain --images 40 --example examples/shapes.png
 tapkit data evaluate --sa1b scratch/plain --output docs/default_model_plain_eval.json
+python scripts/plain_drawings.py --out scratch/plain_sep --images 20 --separated
+python scripts/everything_quality.py scratch/plain_sep scratch/world_eval/sa1b --max-images 20 \
+    --output docs/default_model_everything_quality.json
+# The pictures of the docs: the automatic mode's overlay and the web page.
+tapkit everything examples/shapes.png --output scratch/everything_example --overlay --overwrite
+cp scratch/everything_example/shapes.png.overlay.png docs/everything-shapes.png
+python scripts/screenshot_serve.py --image examples/shapes.png \
+    --click 120,80 --click 240,150 --click 248,50 --click 80,185 --out docs/screenshot-serve.png
 python scripts/plot_curves.py --segment runs/default_segment/metrics.jsonl runs/default_concepts/metrics.jsonl \
     runs/default_concepts_more/metrics.jsonl runs/default_concepts_long/metrics.jsonl runs/default_iou/metrics.jsonl \
     runs/default_final/metrics.jsonl \

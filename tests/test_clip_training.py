@@ -116,3 +116,24 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tiny_world, clip_vocab
     assert set(a) == {k for k, _ in fresh.named_parameters()}
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], p.detach()) for k, p in fresh.named_parameters())
+
+
+def test_region_samples_run_sans_recognition_with_the_mask_as_bias(tiny_world, clip_vocab, tmp_path):
+    from tapkit.training.stages.clip import ClipObjective, region_bias
+
+    overrides = {"region_prob": 0.5, "region_size": 32, "region_start": 1}
+    raw = clip_config(tiny_world, clip_vocab, tmp_path / "r")
+    raw["clip"].update(overrides)
+    cfg = config_from_dict(raw)
+    model = build_model(cfg)
+    batch = make_batches(cfg, model, 0, 1)[3]
+    regions = batch.region_images.shape[0]
+    assert 0 < regions < 6 and batch.images.shape[0] == 6 - regions and batch.region_bias.shape == (regions, 4, 4)
+    assert batch.tokens.shape[0] == 6 and batch.positives.shape == (6, 6)
+    out = ClipObjective(model, 1)(batch)
+    out.total.backward()
+    assert torch.isfinite(out.total) and model.visual.transformer.resblocks[1].attn.in_proj_weight.grad is not None
+    mask = np.zeros((40, 40), bool)
+    mask[:10, :10] = True
+    bias = region_bias(mask, 4, 32)
+    assert bias[0, 0] == 0 and (bias.flatten()[1:] == -100).all()

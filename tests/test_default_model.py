@@ -50,3 +50,14 @@ def test_predictor_refuses_what_is_not_a_promptable_model():
 
     with pytest.raises(TypeError, match="promptable model"):
         tapkit.Predictor(None)
+
+
+def test_packaged_model_ships_its_automatic_mode_settings():
+    from tapkit.everything import EverythingConfig
+
+    model = tapkit.load_model(device="cpu")
+    shipped = model.everything_defaults
+    assert shipped, "the packaged model ships the thresholds it was measured with (docs/everything.md)"
+    config = EverythingConfig.for_model(model)
+    assert all(getattr(config, name) == value for name, value in shipped.items())
+    assert config != EverythingConfig()

@@ -83,3 +83,24 @@ def test_remove_small_regions_only_fills_enclosed_holes():
     mask[4:6, 4:6] = False  # a hole
     cleaned, changed = remove_small_regions(mask, min_area=10)
     assert changed and not cleaned[0:2, 4:6].any() and cleaned[4:6, 4:6].all()
+
+
+def test_mask_nms_drops_a_mask_whose_far_island_hides_it_from_box_nms():
+    from tapkit.everything.filters import mask_nms
+
+    shape = np.zeros((40, 40), bool)
+    shape[5:15, 5:15] = True
+    with_island = shape.copy()
+    with_island[35:37, 35:37] = True  # its box is 32 x 32: box IoU with the shape's 0.1
+    other = np.zeros((40, 40), bool)
+    other[20:30, 0:10] = True
+    boxes = mask_boxes(torch.from_numpy(np.stack([shape, with_island, other])))
+    assert box_iou(boxes[:1], boxes[1:2]).item() < 0.15
+    assert nms(boxes, torch.tensor([0.8, 0.9, 0.7]), 0.5).tolist() == [1, 0, 2]
+    # mask IoU 100 / 104: the island's mask goes first (higher score) and suppresses the shape's
+    assert mask_nms([shape, with_island, other], [0.8, 0.9, 0.7], 0.5) == [1, 2]
+    assert mask_nms([shape, with_island, other], [0.8, 0.9, 0.7], 0.99) == [1, 0, 2]
+    assert mask_nms([shape, shape], [0.5, 0.5], 0.5) == [0] and mask_nms([], [], 0.5) == []
+    # subsampled for large masks: the same answer on a 4x larger copy
+    big = [np.kron(m, np.ones((4, 4), bool)) for m in (shape, with_island, other)]
+    assert mask_nms(big, [0.8, 0.9, 0.7], 0.5, max_side=40) == [1, 2]

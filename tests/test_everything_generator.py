@@ -142,6 +142,17 @@ def test_small_regions_and_max_regions(hand_made):
     assert [c.shape[0] for c in calls] == [3, 2]
 
 
+def test_mask_nms_after_box_nms(hand_made):
+    model, _, _ = hand_made
+    no_box_nms = dict(SETTINGS, box_nms_thresh=1.0, captions=False)
+    both = EverythingGenerator(model, EverythingConfig(**no_box_nms)).generate(IMAGE)
+    assert 0.92 in [pytest.approx(r.score) for r in both.regions]  # A_SHIFTED, mask IoU 0.89 with A
+    result = EverythingGenerator(model, EverythingConfig(**no_box_nms, mask_nms_thresh=0.8)).generate(IMAGE)
+    assert [r.score for r in result.regions] == pytest.approx([r.score for r in both.regions if r.score != pytest.approx(0.92)])
+    with pytest.raises(UserError):
+        EverythingConfig(mask_nms_thresh=1.5)
+
+
 def test_best_mask_per_point_follows_tap_routing(hand_made):
     model, _, _ = hand_made
     loose = dict(SETTINGS, pred_iou_thresh=0.0, stability_thresh=0.0)

@@ -38,3 +38,12 @@ def default_clip_dir() -> Path:
         raise UserError(f"no CLIP path given and the packaged default CLIP is missing ({folder}); "
                         "pass a CLIP checkpoint (open_clip or transformers folder, or a state dict with a tokenizer)")
     return folder
+
+
+def default_san_dir() -> Path:
+    """The packaged open-vocabulary segmenter (a SAN on the packaged CLIP, trained on the
+    synthetic world, see docs/segment.md): model.safetensors + its tokenizer, or a one-line error."""
+    folder = ASSETS / "san"
+    if not (folder / "model.safetensors").is_file():
+        raise UserError(f"no checkpoint given and the packaged SAN is missing ({folder}); pass --checkpoint CKPT")
+    return folder

@@ -11,6 +11,7 @@ from torch import nn
 
 from tapkit.defaults import default_model_files
 from tapkit.errors import UserError
+from tapkit.models.interface import PromptableModel
 from tapkit.runtime import resolve_device
 from tapkit.models.families import Companions, build_from_checkpoint, family_of_preset, read_checkpoint
 
@@ -49,7 +50,10 @@ def load_model(
         files = default_model_files()
         checkpoint, tokenizer, concepts = files.checkpoint, tokenizer or files.tokenizer, concepts or files.concepts
     dev, dt = resolve_device(device), resolve_dtype(dtype)
-    model = build_from_checkpoint(read_checkpoint(checkpoint), Companions(tokenizer, concepts, preset))
+    ckpt = read_checkpoint(checkpoint)
+    model = build_from_checkpoint(ckpt, Companions(tokenizer, concepts, preset))
+    if isinstance(model, PromptableModel):  # CLIP has no automatic mode
+        model.everything_defaults = dict(ckpt.everything)
     return model.to(device=dev, dtype=dt)
 
 

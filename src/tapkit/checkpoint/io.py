@@ -8,7 +8,7 @@ import json
 import os
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -20,6 +20,8 @@ from tapkit.errors import UserError
 from tapkit.utils.atomic import write_with
 
 CONFIG_KEY = "tapkit_config"
+# Automatic-mode settings the model was measured with (EverythingConfig field -> value).
+EVERYTHING_KEY = "tapkit_everything"
 
 
 class CheckpointError(UserError):
@@ -28,11 +30,13 @@ class CheckpointError(UserError):
 
 @dataclass
 class Checkpoint:
-    """Tensors by name, and the architecture when the file records it."""
+    """Tensors by name, the architecture when the file records it, and the automatic-mode
+    settings the file ships (`everything`, EverythingConfig field -> value; {} if none)."""
 
     tensors: dict[str, torch.Tensor]
     config: dict | None
     path: Path
+    everything: dict = field(default_factory=dict)
 
     def float_dtype(self) -> torch.dtype:
         """The floating dtype most of the weights are stored in (float32 if none)."""
@@ -75,7 +79,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     kind = _sniff(path)
-    config = None
+    config, everything = None, {}
     try:
         if kind == "pickle":
             state = safe_load_pickle(path)
@@ -92,19 +96,28 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                 state = {k: f.get_tensor(k) for k in f.keys()}
             if CONFIG_KEY in metadata:
                 config = json.loads(metadata[CONFIG_KEY])
+            if EVERYTHING_KEY in metadata:
+                everything = json.loads(metadata[EVERYTHING_KEY])
+                if not isinstance(everything, dict):
+                    raise ValueError(f"{EVERYTHING_KEY} is not a mapping")
     except UnsafePickleError as err:
         raise CheckpointError(f"refusing {path}: {err}") from None
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError, OSError) as err:
         raise CheckpointError(f"corrupt checkpoint {path}: {err}") from None
-    return Checkpoint(_to_tensors(state, path), config, path)
+    return Checkpoint(_to_tensors(state, path), config, path, everything)
 
 
-def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, config: dict | None = None) -> None:
-    """Writes the tensors (contiguous, CPU) atomically, with the architecture in the metadata."""
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, config: dict | None = None,
+                     everything: Mapping | None = None) -> None:
+    """Writes the tensors (contiguous, CPU) atomically, with the architecture and any
+    automatic-mode settings (`everything`) in the metadata."""
     from safetensors.torch import save_file
 
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    metadata = {CONFIG_KEY: json.dumps(config)} if config is not None else None
+    metadata = {CONFIG_KEY: json.dumps(config)} if config is not None else {}
+    if everything:
+        metadata[EVERYTHING_KEY] = json.dumps(dict(everything))
+    metadata = metadata or None
     write_with(path, lambda tmp: save_file(data, str(tmp), metadata=metadata))
 
 

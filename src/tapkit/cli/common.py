@@ -8,6 +8,7 @@ from tapkit.errors import UserError
 from tapkit.loading import DTYPES, load_clip, load_model
 from tapkit.models.interface import PromptableModel
 from tapkit.models.families import ALL_PRESETS
+from tapkit.segmenter.load import load_segmenter
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,9 @@ def model_from_args(args: argparse.Namespace):
         except ValueError as err:
             raise UserError(f"--max-caption-tokens: {err}") from None
     if not isinstance(model, PromptableModel):
+        if model.family == "san":
+            raise UserError(f"{args.checkpoint} is a SAN checkpoint: it takes class names, not prompts "
+                            "(`tapkit segment IMAGE --classes ... --checkpoint` it, or tapkit.load_segmenter)")
         raise UserError(f"{args.checkpoint} is a {model.family.upper()} checkpoint: it takes no prompts (a CLIP embeds text "
                         "and images: tapkit.load_clip, `tapkit concepts build --clip`); give a TAP, SAM or SCA checkpoint")
     return model
@@ -68,3 +72,24 @@ def parse_numbers(text: str, count: tuple[int, ...], what: str) -> list[float]:
     if len(values) not in count:
         raise UserError(f"{what} takes {' or '.join(map(str, count))} numbers, got '{text}'")
     return values
+
+
+def add_segmenter_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--checkpoint", metavar="CKPT",
+                       help="an open-vocabulary segmenter: a tapkit SAN .safetensors (or its folder with the "
+                            "tokenizer), or a released san_vit_b_16.pth / san_vit_large_14.pth with --tokenizer "
+                            "(default: the packaged SAN trained on the synthetic world)")
+    group.add_argument("--tokenizer", metavar="FOLDER", help="folder with the CLIP's vocab.json + merges.txt "
+                       "(OpenAI's for released SAN checkpoints; default: next to the checkpoint)")
+    group.add_argument("--input-size", type=int, metavar="PX", help="short side the image is resized to "
+                       "(default: the model's training size; 640 for released SAN)")
+    group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    group.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="compute dtype (default: float32)")
+
+
+def segmenter_from_args(args: argparse.Namespace):
+    if args.input_size is not None and args.input_size < 16:
+        raise UserError("--input-size must be >= 16")
+    return load_segmenter(args.checkpoint, tokenizer=args.tokenizer, device=args.device, dtype=args.dtype,
+                          input_size=args.input_size)

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"a {model.family.upper()} model is written as .safetensors or {OFFICIAL_SUFFIX.get(model.family, '(no official format)')}")
     tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.learned_state_dict().items()}
     if out.suffix == ".safetensors":
-        save_safetensors(tensors, out, config=model.cfg.to_dict())
+        save_safetensors(tensors, out, config=model.cfg.to_dict(), everything=checkpoint.everything)
     elif out.suffix == ".pkl":
         arrays = {k: v.detach().cpu().numpy() for k, v in tensors.items()}
         write_bytes_atomic(out, pickle.dumps(arrays, protocol=4))

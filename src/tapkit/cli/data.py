@@ -17,6 +17,7 @@ examples:
   tapkit data semantic --sa1b world/sa1b --concepts concepts.pkl --out semantic --teacher clip --clip default
   torchrun --nproc_per_node 8 -m tapkit.cli.main data semantic --sa1b /data/sa1b --concepts merged_2560.pkl \\
       --out /data/semantic --teacher clip --clip open_clip_vit_b16/ --device cuda
+  tapkit data synth-semseg --out semseg_train --images 4000 --seed 0 --split train
   tapkit data tokenizer --vg world/vg_regions.json --out tokenizer.model --vocab-size 128
   tapkit data clip-tokenizer --vg world/vg_regions.json --names world/concepts.txt --out clip_tokenizer
   tapkit data evaluate --sa1b heldout/sa1b --output report.json        (the packaged default model)
@@ -34,7 +35,21 @@ def add_parser(subparsers) -> None:
     s.add_argument("--images", type=int, required=True, help="number of images")
     s.add_argument("--seed", type=int, default=0, help="world seed (scene i depends only on seed and i)")
     s.add_argument("--size", type=int, default=256, help="image side in pixels (default: 256)")
+    s.add_argument("--captions", choices=("full", "subject", "short"), default="full",
+                   help="'full': 'a small striped red circle left of a blue star' (the relation to the nearest shape); "
+                        "'subject': 'a small striped red circle'; 'short': 'a small red circle' (no texture); "
+                        "the images and masks are the same (default: full)")
     s.set_defaults(func=run_synth)
+
+    g = sub.add_parser("synth-semseg", help="write synthetic semantic label maps (background + 48 names) with the "
+                       "open-vocabulary split (stage san, tapkit eval semseg --dataset synthetic)")
+    g.add_argument("--out", required=True, help="output directory (images/, labels/, classes.txt, unseen.txt)")
+    g.add_argument("--images", type=int, required=True, help="number of images")
+    g.add_argument("--seed", type=int, default=0, help="world seed (scene i depends only on seed and i)")
+    g.add_argument("--size", type=int, default=256, help="image side in pixels (default: 256)")
+    g.add_argument("--split", choices=("train", "eval"), required=True,
+                   help="train: the 8 unseen names' pixels are ignored (255); eval: every class labelled")
+    g.set_defaults(func=run_synth_semseg)
 
     m = sub.add_parser("semantic", help="SemanticSA-1B: teacher embeddings + concept targets per mask, in shards "
                                         "(split across ranks under torchrun)")
@@ -80,7 +95,8 @@ def add_parser(subparsers) -> None:
     add_clip_options(z)
     z.set_defaults(func=run_evaluate_clip, clip="default")
 
-    e = sub.add_parser("evaluate", help="mask mIoU (point, box), concept top-1, caption CIDEr-D on a synthetic world")
+    e = sub.add_parser("evaluate", help="mask mIoU (point, box), concept top-1, caption CIDEr-D and whole-caption truth "
+                                        "(subject, related shape, direction) on a synthetic world")
     e.add_argument("--sa1b", required=True, help="held-out SA-1B directory with concept/caption annotations")
     e.add_argument("--max-images", type=int, default=None)
     e.add_argument("--output", "-o", help="write the report JSON here (default: print)")
@@ -95,8 +111,18 @@ def run_synth(args) -> int:
 
     if args.images < 1 or args.size < 32:
         raise UserError("--images must be >= 1 and --size >= 32")
-    summary = write_world(args.out, args.images, args.seed, args.size)
+    summary = write_world(args.out, args.images, args.seed, args.size, captions=args.captions)
     print(f"wrote {summary.images} images, {summary.regions} regions to {summary.out}")
+    return 0
+
+
+def run_synth_semseg(args) -> int:
+    from tapkit.data.synth_semseg import write_semseg_world
+
+    if args.images < 1 or args.size < 32:
+        raise UserError("--images must be >= 1 and --size >= 32")
+    summary = write_semseg_world(args.out, args.images, args.seed, hide_unseen=args.split == "train", size=args.size)
+    print(f"wrote {summary.images} label maps ({args.split} split) to {summary.out}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""`tapkit eval`: the paper's benchmarks (caption, classify, segment), one command each."""
+"""`tapkit eval`: the paper's benchmarks (caption, classify, segment) and open-vocabulary
+semantic segmentation (semseg), one command each."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import argparse
 from datetime import timedelta
 from pathlib import Path
 
-from tapkit.cli.common import add_model_options, model_from_args
+from tapkit.cli.common import add_model_options, add_segmenter_options, model_from_args, segmenter_from_args
+from tapkit.data.semseg import DATASETS, open_dataset
 from tapkit.defaults import default_model_files
 from tapkit.errors import UserError
 from tapkit.evaluation import caption, classify, segment
@@ -24,6 +26,8 @@ examples (docs/evaluation.md has the data and the expected numbers):
       --checkpoint tap_vit_l_v1_1.pkl --concepts lvis_1203.pkl
   tapkit eval segment --gt coco/annotations/instances_val2017.json --images-dir coco/val2017 \\
       --checkpoint tap_vit_l_v1_1.pkl --detections coco_instances_val2017_vitdet_h_cascade.json
+  tapkit eval semseg --dataset ade150 --root datasets --checkpoint san_vit_b_16.pth --tokenizer clip-b16
+  tapkit eval semseg --dataset synthetic --root semseg_eval          (the packaged SAN)
   torchrun --nproc_per_node 8 -m tapkit.cli.main eval caption ...   (one slice of the images per GPU)
 
 Rerunning a command resumes from the predictions saved under --output-dir.
@@ -38,7 +42,7 @@ EVAL_BARRIER_TIMEOUT = timedelta(hours=24)
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="run a benchmark of the paper: caption, classify or segment",
+        help="run a benchmark of the paper: caption, classify, segment, or semseg (open-vocabulary semantic segmentation)",
         description="Evaluate a TAP model on the paper's benchmarks with the standard metric tools.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -87,6 +91,22 @@ def add_parser(subparsers) -> None:
     seg.add_argument("--seed", type=int, default=0, help="seed of the click sampling (default: 0)")
     add_model_options(seg)
     seg.set_defaults(func=run)
+
+    sem = benchmarks.add_parser(
+        "semseg",
+        help="open-vocabulary semantic segmentation: mIoU, fwIoU, mACC, pACC (ADE, Pascal Context, VOC, COCO-Stuff, synthetic)",
+        description="Label every image of a prepared dataset with its own class names as the vocabulary and score "
+                    "the label maps as detectron2's SemSegEvaluator does (docs/segment.md).",
+    )
+    sem.add_argument("--dataset", required=True, choices=DATASETS, help="which prepared layout --root holds")
+    sem.add_argument("--root", required=True, metavar="DIR", help="the datasets root (as DETECTRON2_DATASETS), or the "
+                     "synthetic split's folder (tapkit data synth-semseg)")
+    sem.add_argument("--classes-file", metavar="FILE", help="class names, one per line in label order (default: the dataset's own file)")
+    sem.add_argument("--output-dir", metavar="DIR", help="report, per-class table and resumable shards (default: tapkit-eval/semseg-DATASET)")
+    sem.add_argument("--limit", type=int, metavar="N", help="only the first N images (a quick look)")
+    sem.add_argument("--fresh", action="store_true", help="discard predictions saved by an earlier run instead of resuming")
+    add_segmenter_options(sem)
+    sem.set_defaults(func=run_semseg)
 
 
 def _add_common(p: argparse.ArgumentParser, images_required: bool = True) -> None:
@@ -168,6 +188,32 @@ def run(args: argparse.Namespace) -> int:
     finally:
         ctx.close()
     return _finish(report, setup) if report is not None else 0
+
+
+def run_semseg(args: argparse.Namespace) -> int:
+    from tapkit.evaluation import semseg
+    from tapkit.evaluation.report import file_summary
+
+    if args.limit is not None and args.limit < 1:
+        raise UserError("--limit must be >= 1")
+    dataset = open_dataset(args.dataset, args.root, "val", args.classes_file)
+    output = Path(args.output_dir) if args.output_dir else Path("tapkit-eval") / f"semseg-{args.dataset}"
+    setup = semseg.SemsegSetup(dataset, output, args.limit, args.fresh)
+    ctx = init_runtime(args.device, EVAL_BARRIER_TIMEOUT)
+    try:
+        segmenter = segmenter_from_args(argparse.Namespace(**{**vars(args), "device": str(ctx.device)}))
+        info = {"family": segmenter.model.family, "checkpoint": file_summary(args.checkpoint or "packaged SAN"),
+                "dtype": str(segmenter.dtype).replace("torch.", "")}
+        report = semseg.evaluate(setup, segmenter, info, ctx)
+    finally:
+        ctx.close()
+    if report is None:
+        return 0
+    report.write(setup.report_path)
+    print(semseg.per_class_table(report))
+    print(report.table())
+    print(f"report: {setup.report_path}")
+    return 0
 
 
 def _finish(report: EvalReport, setup: EvalSetup) -> int:

@@ -59,21 +59,23 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     d = EverythingConfig()
+    shipped = " (default: the model's own, shipped in its checkpoint; else {})"
     grid = p.add_argument_group("grid and crops")
-    grid.add_argument("--points-per-side", type=int, default=d.points_per_side, metavar="N", help=f"N x N point grid (default: {d.points_per_side})")
+    grid.add_argument("--points-per-side", type=int, metavar="N", help="N x N point grid" + shipped.format(d.points_per_side))
     grid.add_argument("--points-per-batch", type=int, default=d.points_per_batch, metavar="N", help=f"points decoded together (default: {d.points_per_batch})")
-    grid.add_argument("--masks-per-point", choices=MASKS_PER_POINT, default=d.masks_per_point, help="'all': masks 1-3 of every point are candidates; 'best': only the routed best (default: all)")
+    grid.add_argument("--masks-per-point", choices=MASKS_PER_POINT, help="'all': masks 1-3 of every point are candidates; 'best': only the routed best" + shipped.format(d.masks_per_point))
     grid.add_argument("--crop-layers", type=int, default=d.crop_layers, metavar="L", help="extra layers of overlapping crops, layer i = 2^i x 2^i tiles (default: 0)")
     grid.add_argument("--crop-overlap-ratio", type=float, default=d.crop_overlap_ratio, metavar="R", help=f"crop overlap as a fraction of the short side (default: {d.crop_overlap_ratio:.3f})")
     grid.add_argument("--crop-points-downscale", type=int, default=d.crop_points_downscale, metavar="F", help="divide the grid size by F per crop layer (default: 1)")
 
-    filt = p.add_argument_group("filters")
-    filt.add_argument("--pred-iou-thresh", type=float, default=d.pred_iou_thresh, metavar="T", help=f"keep masks with predicted IoU above T (default: {d.pred_iou_thresh})")
-    filt.add_argument("--stability-thresh", type=float, default=d.stability_thresh, metavar="T", help=f"keep masks with stability score >= T (default: {d.stability_thresh})")
-    filt.add_argument("--stability-offset", type=float, default=d.stability_offset, metavar="O", help=f"logit offset of the stability score (default: {d.stability_offset})")
-    filt.add_argument("--nms-thresh", type=float, default=d.box_nms_thresh, metavar="T", help=f"box NMS IoU threshold (default: {d.box_nms_thresh})")
+    filt = p.add_argument_group("filters (the packaged default model ships its own thresholds, see docs/everything.md)")
+    filt.add_argument("--pred-iou-thresh", type=float, metavar="T", help="keep masks with predicted IoU above T" + shipped.format(d.pred_iou_thresh))
+    filt.add_argument("--stability-thresh", type=float, metavar="T", help="keep masks with stability score >= T" + shipped.format(d.stability_thresh))
+    filt.add_argument("--stability-offset", type=float, metavar="O", help="logit offset of the stability score" + shipped.format(d.stability_offset))
+    filt.add_argument("--nms-thresh", type=float, metavar="T", help="box NMS IoU threshold" + shipped.format(d.box_nms_thresh))
+    filt.add_argument("--mask-nms-thresh", type=float, metavar="T", help="then drop the lower-scored of two kept regions whose masks overlap with IoU above T (1: off)" + shipped.format(d.mask_nms_thresh))
     filt.add_argument("--crop-nms-thresh", type=float, default=d.crop_nms_thresh, metavar="T", help=f"box NMS IoU threshold between crops (default: {d.crop_nms_thresh})")
-    filt.add_argument("--min-region-area", type=int, default=d.min_region_area, metavar="PX", help="remove islands and holes smaller than PX pixels and drop regions smaller than PX (default: 0, off; needs scipy)")
+    filt.add_argument("--min-region-area", type=int, metavar="PX", help="remove islands and holes smaller than PX pixels and drop regions smaller than PX (0: off; needs scipy)" + shipped.format(d.min_region_area))
     filt.add_argument("--max-regions", type=int, default=None, metavar="N", help="keep at most N regions per image, best predicted IoU first")
 
     sem = p.add_argument_group("concepts and captions")
@@ -84,20 +86,23 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace) -> EverythingConfig:
-    return EverythingConfig(
-        points_per_side=args.points_per_side,
+# Flags whose default is the model's own setting (None: not given).
+MODEL_SETTINGS = {"points_per_side": "points_per_side", "masks_per_point": "masks_per_point",
+                  "pred_iou_thresh": "pred_iou_thresh", "stability_thresh": "stability_thresh",
+                  "stability_offset": "stability_offset", "box_nms_thresh": "nms_thresh", "mask_nms_thresh": "mask_nms_thresh",
+                  "min_region_area": "min_region_area"}
+
+
+def settings_from_args(args: argparse.Namespace) -> dict:
+    """The settings the user gave: these win over the model's own."""
+    given = {field: getattr(args, flag) for field, flag in MODEL_SETTINGS.items() if getattr(args, flag) is not None}
+    return dict(
+        given,
         points_per_batch=args.points_per_batch,
-        masks_per_point=args.masks_per_point,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_thresh=args.stability_thresh,
-        stability_offset=args.stability_offset,
-        box_nms_thresh=args.nms_thresh,
         crop_layers=args.crop_layers,
         crop_overlap_ratio=args.crop_overlap_ratio,
         crop_points_downscale=args.crop_points_downscale,
         crop_nms_thresh=args.crop_nms_thresh,
-        min_region_area=args.min_region_area,
         max_regions=args.max_regions,
         top_k=args.top_k,
         captions=not args.no_caption,
@@ -105,8 +110,14 @@ def config_from_args(args: argparse.Namespace) -> EverythingConfig:
     )
 
 
+def config_from_args(args: argparse.Namespace, model=None) -> EverythingConfig:
+    """The user's flags over `model`'s own settings (over SAM's defaults without a model)."""
+    settings = settings_from_args(args)
+    return EverythingConfig.for_model(model, **settings) if model is not None else EverythingConfig(**settings)
+
+
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    config_from_args(args)  # bad settings: one line before any model is loaded
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--output must be a folder, but {out_dir} is a file")
@@ -116,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     with runtime(args.device, BATCH_BARRIER_TIMEOUT, backend="gloo") as rt:
         args.device = str(rt.device)
         model = model_from_args(args)
-        generator = EverythingGenerator(model, config)
+        generator = EverythingGenerator(model, config_from_args(args, model))
         summary = run_batch(
             generator,
             jobs,

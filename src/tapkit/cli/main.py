@@ -8,11 +8,11 @@ import re
 import sys
 
 from tapkit import __version__
-from tapkit.cli import concepts, convert, data, everything, predict, serve, train
+from tapkit.cli import concepts, convert, data, everything, predict, segment, serve, train
 from tapkit.cli import eval as eval_command
 from tapkit.errors import UserError
 
-COMMANDS = (predict, everything, convert, eval_command, serve, train, data, concepts)
+COMMANDS = (predict, everything, segment, convert, eval_command, serve, train, data, concepts)
 # Options whose value is a list of numbers: `--box -10,-10,50,50` must not read as an option.
 NUMBER_LIST_OPTIONS = ("--point", "--box", "--points")
 _NUMBER_LIST = re.compile(r"^-[0-9.]")

@@ -9,6 +9,7 @@ import socket
 import sys
 
 from tapkit.cli.common import add_model_options, model_from_args
+from tapkit.segmenter.load import load_segmenter
 from tapkit.errors import UserError
 
 EPILOG = """\
@@ -47,6 +48,10 @@ def add_parser(subparsers) -> None:
     tuning = p.add_argument_group("batching")
     tuning.add_argument("--batch-window-ms", type=float, default=2.0, metavar="MS", help="how long a request waits for others on the same image to share a batch (default: 2)")
     tuning.add_argument("--max-batch", type=int, default=64, metavar="N", help="prompts decoded together (default: 64)")
+    p.add_argument("--segmenter", nargs="?", const="default", metavar="SAN",
+                   help="also serve /segment and the page's Classes mode: a SAN checkpoint (or folder), or no value "
+                        "for the packaged one (its --segmenter-tokenizer: a folder with vocab.json + merges.txt)")
+    p.add_argument("--segmenter-tokenizer", metavar="FOLDER", help="the CLIP tokenizer of a released SAN checkpoint")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"), help="server log level (default: info)")
     add_model_options(p)
     p.set_defaults(func=run)
@@ -84,7 +89,11 @@ def run(args: argparse.Namespace) -> int:
     sock = listen(args.host, args.port)  # a busy port fails here, before the model loads or a URL is shown
     try:
         model = model_from_args(args)
-        app = create_app(model, settings)
+        segmenter = None
+        if args.segmenter is not None:
+            path = None if args.segmenter == "default" else args.segmenter
+            segmenter = load_segmenter(path, tokenizer=args.segmenter_tokenizer, device=str(model.device))
+        app = create_app(model, settings, segmenter=segmenter)
         if not is_loopback(args.host):
             print(f"tapkit serve: warning: listening on {args.host}, reachable from other machines; the server has no authentication", file=sys.stderr)
         host = f"[{args.host}]" if ":" in args.host else args.host

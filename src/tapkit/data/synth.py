@@ -67,6 +67,7 @@ class SynthShape:
 class SynthScene:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     shapes: list[SynthShape] = field(default_factory=list)
+    dropped: list[SynthShape] = field(default_factory=list)  # drawn but too occluded to annotate
 
 
 def shape_polygon(shape: str, cx: float, cy: float, r: float, angle: float, aspect: float) -> list[tuple[float, float]]:
@@ -134,28 +135,46 @@ def _too_close(colour: str, background: tuple[int, int, int] | None) -> bool:
     return float(np.abs(np.array(COLOURS[colour]) - np.array(background)).sum()) < 120
 
 
-def relation(a: SynthShape, b: SynthShape) -> str:
-    """Where a is relative to b, along the larger displacement."""
-    dx, dy = a.centre[0] - b.centre[0], a.centre[1] - b.centre[1]
+def direction(a: tuple[float, float], b: tuple[float, float]) -> str:
+    """Where centre a is relative to centre b, along the larger displacement."""
+    dx, dy = a[0] - b[0], a[1] - b[1]
     if abs(dx) >= abs(dy):
         return "left of" if dx < 0 else "right of"
     return "above" if dy < 0 else "below"
 
 
-def describe(shape: SynthShape) -> str:
-    texture = "" if shape.texture == "solid" else f"{shape.texture} "
+def relation(a: SynthShape, b: SynthShape) -> str:
+    """Where a is relative to b, along the larger displacement."""
+    return direction(a.centre, b.centre)
+
+
+def nearest(centre: tuple[float, float], others: list[tuple[float, float]]) -> int:
+    """Index of the centre in `others` nearest to `centre` (the first of equals)."""
+    return min(range(len(others)), key=lambda i: (others[i][0] - centre[0]) ** 2 + (others[i][1] - centre[1]) ** 2)
+
+
+def describe(shape: SynthShape, texture: bool = True) -> str:
+    texture = "" if shape.texture == "solid" or not texture else f"{shape.texture} "
     return f"a {shape.size} {texture}{shape.colour} {shape.shape}"
 
 
-def caption_for(shape: SynthShape, others: list[SynthShape]) -> str:
-    """'a small red circle left of a blue star': the relation is to the nearest other shape."""
-    if not others:
+# full: 'a small striped red circle left of a blue star'; subject: 'a small striped red
+# circle'; short: 'a small red circle' (no texture, no relation).
+CAPTION_KINDS = ("full", "subject", "short")
+
+
+def caption_for(shape: SynthShape, others: list[SynthShape], kind: str = "full") -> str:
+    """'a small red circle left of a blue star': the relation is to the nearest other
+    shape. kind 'subject' leaves the relation out, 'short' the texture too (CAPTION_KINDS)."""
+    if kind == "short":
+        return describe(shape, texture=False)
+    if not others or kind == "subject":
         return describe(shape)
-    near = min(others, key=lambda o: (o.centre[0] - shape.centre[0]) ** 2 + (o.centre[1] - shape.centre[1]) ** 2)
+    near = others[nearest(shape.centre, [o.centre for o in others])]
     return f"{describe(shape)} {relation(shape, near)} a {near.colour} {near.shape}"
 
 
-def generate_scene(seed: int, index: int, size: int = 256, max_shapes: int = 5) -> SynthScene:
+def generate_scene(seed: int, index: int, size: int = 256, max_shapes: int = 5, captions: str = "full") -> SynthScene:
     rng = np.random.default_rng([seed, index])
     image, plain = _background(rng, size)
     drawn: list[SynthShape] = []
@@ -184,8 +203,9 @@ def generate_scene(seed: int, index: int, size: int = 256, max_shapes: int = 5) 
         image = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(0.6)))
     visible = [s for s, a in zip(drawn, full_areas) if s.mask.sum() >= max(MIN_AREA, MIN_VISIBLE_FRACTION * a)]
     for s in visible:
-        s.caption = caption_for(s, [o for o in visible if o is not s])
-    return SynthScene(np.ascontiguousarray(image), visible)
+        s.caption = caption_for(s, [o for o in visible if o is not s], captions)
+    dropped = [s for s in drawn if not any(s is v for v in visible)]
+    return SynthScene(np.ascontiguousarray(image), visible, dropped)
 
 
 @dataclass
@@ -199,9 +219,12 @@ def image_name(index: int) -> str:
     return f"sa_{index:07d}"
 
 
-def write_world(out: str | os.PathLike, images: int, seed: int, size: int = 256, progress: bool = True) -> SynthWorldSummary:
+def write_world(out: str | os.PathLike, images: int, seed: int, size: int = 256, progress: bool = True,
+                captions: str = "full") -> SynthWorldSummary:
     """Writes `images` scenes to `out`: sa1b/ (JPEG + SA-1B JSON per image),
-    vg_regions.json (densecap/GRiT style), coco_instances.json, concepts.txt."""
+    vg_regions.json (densecap/GRiT style), coco_instances.json, concepts.txt.
+    captions: 'full' (with the relation to the nearest shape) or 'subject' (without);
+    the images and masks do not depend on it."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -212,7 +235,7 @@ def write_world(out: str | os.PathLike, images: int, seed: int, size: int = 256,
     vg_images, vg_anns, coco_anns = [], [], []
     ann_id = 0
     for index in tqdm(range(images), desc="synth", disable=not progress, unit="img"):
-        scene = generate_scene(seed, index, size)
+        scene = generate_scene(seed, index, size, captions=captions)
         stem = image_name(index)
         h, w = scene.image.shape[:2]
         anns = []

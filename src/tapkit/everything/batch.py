@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -129,6 +129,20 @@ def write_result(job: ImageJob, out_dir: Path, result: EverythingResult, rgb: np
     write_text_atomic(job.result_path(out_dir), text + "\n")
 
 
+@dataclass(frozen=True)
+class JobOutcome:
+    """What processing one image gave: `count` things written (regions, classes present)
+    and the image size."""
+
+    count: int
+    height: int
+    width: int
+
+
+# (job, RGB array) -> outcome; writes the job's outputs, its KEY.json last (it marks the job done).
+ProcessFn = Callable[[ImageJob, np.ndarray], JobOutcome]
+
+
 def run_batch(
     generator: EverythingGenerator,
     jobs: Sequence[ImageJob],
@@ -139,8 +153,30 @@ def run_batch(
     index_parts: bool = False,
     progress: bool = True,
 ) -> BatchSummary:
-    """Runs this rank's slice of `jobs`, skipping images already done unless `overwrite`.
-    With `index_parts`, appends one JSON line per image to out_dir/.index-parts/."""
+    """The automatic mode over `jobs` (see `run_jobs`)."""
+    out = Path(out_dir)
+
+    def process(job: ImageJob, rgb: np.ndarray) -> JobOutcome:
+        result = generator.generate(rgb)
+        write_result(job, out, result, rgb, overlay)
+        return JobOutcome(len(result.regions), result.height, result.width)
+
+    return run_jobs(process, jobs, out_dir, runtime, overwrite, index_parts, progress, "everything")
+
+
+def run_jobs(
+    process: ProcessFn,
+    jobs: Sequence[ImageJob],
+    out_dir: str | os.PathLike,
+    runtime: Runtime = Runtime(),
+    overwrite: bool = False,
+    index_parts: bool = False,
+    progress: bool = True,
+    desc: str = "images",
+) -> BatchSummary:
+    """Runs this rank's slice of `jobs` through `process`, skipping images already done
+    (their KEY.json exists) unless `overwrite`. With `index_parts`, appends one JSON line
+    per image to out_dir/.index-parts/."""
     out_dir = Path(out_dir)
     start = time.perf_counter()
     mine = runtime.shard(jobs)
@@ -149,7 +185,7 @@ def run_batch(
     part = out_dir / INDEX_PARTS / f"rank{runtime.rank}-of-{runtime.world_size}.jsonl" if index_parts else None
     if part is not None:
         part.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(todo), desc="everything", unit="img", disable=not progress or runtime.rank != 0, file=sys.stderr)
+    bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress or runtime.rank != 0, file=sys.stderr)
     with ThreadPoolExecutor(max_workers=1) as reader:
         upcoming = reader.submit(_read, todo[0]) if todo else None
         for i, job in enumerate(todo):
@@ -162,21 +198,20 @@ def run_batch(
             else:
                 began = time.perf_counter()
                 try:
-                    result = generator.generate(rgb)
-                    write_result(job, out_dir, result, rgb, overlay)
+                    outcome = process(job, rgb)
                 except Exception:
                     tqdm.write(f"rank {runtime.rank}: error while processing {job.path}", file=sys.stderr)
                     raise
                 summary.processed += 1
-                summary.regions += len(result.regions)
+                summary.regions += outcome.count
                 line = {
                     "image": str(job.path),
                     "key": job.key,
                     "status": "done",
                     "result": job.result_path(out_dir).relative_to(out_dir).as_posix(),
-                    "height": result.height,
-                    "width": result.width,
-                    "regions": len(result.regions),
+                    "height": outcome.height,
+                    "width": outcome.width,
+                    "regions": outcome.count,
                     "seconds": round(time.perf_counter() - began, 4),
                 }
             if part is not None:
@@ -205,11 +240,12 @@ def _index_lines(out_dir: Path) -> dict[str, dict]:
     return latest
 
 
-def write_index(jobs: Sequence[ImageJob], out_dir: str | os.PathLike, index_path: str | os.PathLike) -> dict[str, int]:
+def write_index(jobs: Sequence[ImageJob], out_dir: str | os.PathLike, index_path: str | os.PathLike,
+                count_of: Callable[[dict], int] = lambda data: len(data["regions"])) -> dict[str, int]:
     """One JSON line per job, in job order: status done (with result file and region
     count), failed (with the reason) or missing (not processed yet). Images done by an
     earlier run without an index are read back from their result file.
-    Returns the count of each status."""
+    `count_of` reads the count from such a result file. Returns the count of each status."""
     out_dir = Path(out_dir)
     latest = _index_lines(out_dir)
     lines, counts = [], {"done": 0, "failed": 0, "missing": 0}
@@ -226,7 +262,7 @@ def write_index(jobs: Sequence[ImageJob], out_dir: str | os.PathLike, index_path
                     "result": result.relative_to(out_dir).as_posix(),
                     "height": data["image"]["height"],
                     "width": data["image"]["width"],
-                    "regions": len(data["regions"]),
+                    "regions": count_of(data),
                 }
         elif line is None or line.get("status") != "failed":
             line = {"image": str(job.path), "key": job.key, "status": "missing"}

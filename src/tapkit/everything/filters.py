@@ -1,6 +1,6 @@
 """Pure functions that decide which candidate masks survive: stability score,
-boxes of masks, box IoU and greedy non-maximum suppression, the crop-edge rule,
-and removal of small islands and holes.
+boxes of masks, box IoU and greedy non-maximum suppression (of boxes, and of masks),
+the crop-edge rule, and removal of small islands and holes.
 
 Boxes are float [x0, y0, x1, y1] with exclusive right/bottom edges, so a mask
 covering pixel columns 3..5 has x0 = 3, x1 = 6 and its box area is a pixel count."""
@@ -65,6 +65,31 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         kept.append(i)
         suppressed |= overlaps[i]
     return order[torch.tensor(kept, dtype=torch.long)]
+
+
+def mask_nms(masks: list[np.ndarray], scores: list[float], iou_threshold: float, max_side: int = 512) -> list[int]:
+    """Greedy non-maximum suppression on mask IoU: visit masks (H, W) bool by descending
+    score (ties keep the input order) and drop every later mask whose mask IoU with a
+    kept one exceeds iou_threshold. Box NMS misses two masks of one shape when one of
+    them has a far-away island (its box grows, the masks still overlap). IoUs are taken
+    on the masks subsampled to at most `max_side` pixels a side. Returns kept indices, best first."""
+    if not masks:
+        return []
+    h, w = masks[0].shape
+    step = max(1, -(-max(h, w) // max_side))
+    flat = torch.from_numpy(np.stack([m[::step, ::step].ravel() for m in masks])).float()
+    inter = flat @ flat.T
+    area = flat.sum(1)
+    union = area[:, None] + area[None, :] - inter
+    overlaps = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter)).gt(iou_threshold).numpy()
+    order = torch.sort(torch.tensor(scores, dtype=torch.float32), descending=True, stable=True).indices.tolist()
+    kept, suppressed = [], np.zeros(len(masks), dtype=bool)
+    for i in order:
+        if suppressed[i]:
+            continue
+        kept.append(i)
+        suppressed |= overlaps[i]
+    return kept
 
 
 def near_crop_edge(boxes: torch.Tensor, crop_xyxy: tuple[int, int, int, int], image_xyxy: tuple[int, int, int, int], atol: float = 20.0) -> torch.Tensor:

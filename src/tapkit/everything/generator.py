@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from tapkit.errors import UserError
-from tapkit.everything.filters import mask_boxes, near_crop_edge, nms, remove_small_regions, stability_score
+from tapkit.everything.filters import mask_boxes, mask_nms, near_crop_edge, nms, remove_small_regions, stability_score
 from tapkit.everything.grid import CropBox, crop_boxes, crop_points, layer_points_per_side
 from tapkit.inputs.image import ResizeInfo, as_rgb_array
 from tapkit.models.interface import PromptableModel
@@ -50,6 +50,9 @@ class EverythingConfig:
     stability_thresh / stability_offset: keep masks whose stability score (IoU of the
       upscaled masks thresholded at +offset and -offset logits) is at least this.
     box_nms_thresh: box IoU above which the lower-scored of two masks is dropped.
+    mask_nms_thresh: after box NMS and clean-up, mask IoU above which the lower-scored of
+      two kept regions is dropped (1.0: off, as SAM). Catches one shape found twice where
+      a stray island makes one mask's box much larger than the other's.
     crop_layers: extra layers of crops (layer i: 2^i x 2^i tiles); 0 = whole image only.
     crop_overlap_ratio, crop_points_downscale, crop_nms_thresh: tiling overlap, grid
       shrink per layer, and the NMS threshold between crops (smaller crops win).
@@ -66,6 +69,7 @@ class EverythingConfig:
     stability_thresh: float = 0.95
     stability_offset: float = 1.0
     box_nms_thresh: float = 0.7
+    mask_nms_thresh: float = 1.0
     crop_layers: int = 0
     crop_overlap_ratio: float = 512 / 1500
     crop_points_downscale: int = 1
@@ -86,7 +90,7 @@ class EverythingConfig:
             problems.append(f"masks_per_point must be one of {', '.join(MASKS_PER_POINT)}")
         if self.stability_offset <= 0:
             problems.append("stability_offset must be > 0")
-        if not (0 <= self.box_nms_thresh <= 1 and 0 <= self.crop_nms_thresh <= 1):
+        if not (0 <= self.box_nms_thresh <= 1 and 0 <= self.crop_nms_thresh <= 1 and 0 <= self.mask_nms_thresh <= 1):
             problems.append("NMS thresholds must lie in [0, 1]")
         if self.crop_layers < 0 or self.crop_points_downscale < 1 or not 0 <= self.crop_overlap_ratio < 1:
             problems.append("crop_layers must be >= 0, crop_points_downscale >= 1, crop_overlap_ratio in [0, 1)")
@@ -99,6 +103,18 @@ class EverythingConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def for_model(cls, model: PromptableModel, **settings) -> "EverythingConfig":
+        """The settings for `model`: SAM's defaults, then those its checkpoint ships
+        (`model.everything_defaults`, e.g. the thresholds the packaged default model was
+        measured with), then `settings` (a user's flags, which always win)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            raise TypeError(f"unknown everything settings: {', '.join(unknown)}")
+        shipped = {k: v for k, v in model.everything_defaults.items() if k in names}
+        return cls(**{**shipped, **settings})
 
 
 @dataclass
@@ -234,8 +250,9 @@ class EverythingGenerator:
     """
 
     def __init__(self, model: PromptableModel, config: EverythingConfig | None = None):
+        """config: None for the model's own settings (`EverythingConfig.for_model`)."""
         self.model = model
-        self.config = config or EverythingConfig()
+        self.config = config or EverythingConfig.for_model(model)
         self.predictor = Predictor(model, max_batch=self.config.points_per_batch)
 
     @contextlib.contextmanager
@@ -271,7 +288,7 @@ class EverythingGenerator:
             with self._stage(timings, "filter"):
                 candidates = self._nms_across_crops(candidates, crops)
         counts.after_nms = len(candidates)
-        if cfg.max_regions is not None and cfg.min_region_area == 0:
+        if cfg.max_regions is not None and cfg.min_region_area == 0 and cfg.mask_nms_thresh >= 1:
             # nothing after this point reorders the candidates, so only the best are upscaled
             with self._stage(timings, "filter"):
                 best = torch.sort(candidates.iou.float(), descending=True, stable=True).indices[: cfg.max_regions]
@@ -395,6 +412,9 @@ class EverythingGenerator:
             keep = list(range(len(masks)))
         ious = candidates.iou.float().cpu().tolist()
         keep = sorted((i for i in keep if masks[i].any()), key=lambda i: -ious[i])
+        if cfg.mask_nms_thresh < 1 and len(keep) > 1:
+            kept = mask_nms([masks[i] for i in keep], [ious[i] for i in keep], cfg.mask_nms_thresh)
+            keep = [keep[j] for j in kept]
         selected = candidates.select(torch.tensor(keep, dtype=torch.long))
         scores, stabilities = selected.iou.float().tolist(), selected.stability.float().tolist()
         points, mask_index, crop_index = selected.points.tolist(), selected.mask_index.tolist(), selected.crop.tolist()
@@ -454,6 +474,7 @@ def _xyxy(bbox: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
 
 def tokenize_everything(model: PromptableModel, image, config: EverythingConfig | None = None, **settings) -> EverythingResult:
     """Every region of one image, segmented, named and captioned.
-    `settings` override fields of `config` (e.g. points_per_side=16, captions=False)."""
-    config = dataclasses.replace(config or EverythingConfig(), **settings)
+    `settings` override fields of `config` (e.g. points_per_side=16, captions=False);
+    without a config, of the model's own settings (`EverythingConfig.for_model`)."""
+    config = dataclasses.replace(config, **settings) if config else EverythingConfig.for_model(model, **settings)
     return EverythingGenerator(model, config).generate(image)

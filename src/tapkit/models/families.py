@@ -18,12 +18,13 @@ from tapkit.models.clip.build import is_open_clip_directory, read_clip_checkpoin
 from tapkit.models.clip.family import FAMILY as CLIP
 from tapkit.models.family import Companions, Family
 from tapkit.models.sam.family import FAMILY as SAM
+from tapkit.models.san.family import FAMILY as SAN
 from tapkit.models.sca.family import FAMILY as SCA
 from tapkit.models.tap.family import FAMILY as TAP
 
 __all__ = ["ALL_PRESETS", "FAMILIES", "Companions", "Family", "build_from_checkpoint", "family_of_checkpoint", "family_of_preset", "read_checkpoint"]
 
-FAMILIES: tuple[Family, ...] = (SCA, TAP, SAM, CLIP)
+FAMILIES: tuple[Family, ...] = (SCA, TAP, SAM, SAN, CLIP)
 
 ALL_PRESETS: tuple[str, ...] = tuple(p for f in FAMILIES for p in f.presets)
 

@@ -39,6 +39,9 @@ class PromptableModel(Protocol):
     protocol: InferenceProtocol
     concepts: ConceptVocabulary | None  # the vocabulary regions are named on
     text_decoder: torch.nn.Module | None
+    # Automatic-mode settings the checkpoint ships (EverythingConfig field -> value; {}:
+    # none, SAM's defaults apply). `tapkit.load_model` fills it from the file.
+    everything_defaults: dict
 
     @property
     def image_size(self) -> int: ...

@@ -26,12 +26,14 @@ from tapkit.errors import UserError
 from tapkit.models.interface import PromptableModel
 from tapkit.inputs.prompts import Prompt, PromptError, encode_prompt
 from tapkit.predictor.results import Region
+from tapkit.segmenter.outputs import segmentation_json
+from tapkit.segmenter.segmenter import Segmenter, check_classes
 from tapkit.serve.batching import PromptBatcher
 from tapkit.serve.cache import CachedImage, EmbeddingCache
 from tapkit.serve.errors import ModelFailure, NotAvailable, ServeError, UnknownImage
 from tapkit.serve.everything import EverythingFn, automatic_mode
 from tapkit.serve.limits import BodySizeLimit, decode_image
-from tapkit.serve.schemas import Health, ImageOut, RegionsOut, RegionsRequest, error_responses
+from tapkit.serve.schemas import Health, ImageOut, RegionsOut, RegionsRequest, SegmentOut, SegmentRequest, error_responses
 from tapkit.serve.security import RequestOriginGuard, SecurityHeaders
 from tapkit.serve.settings import ServeSettings
 from tapkit.serve.worker import ModelWorker
@@ -54,6 +56,7 @@ class ServerState:
     batcher: PromptBatcher
     pixel_pool: ThreadPoolExecutor  # decoding uploads, encoding masks
     everything: EverythingFn | None
+    segmenter: Segmenter | None = None  # open-vocabulary semantic segmentation (/segment)
 
     async def off_loop(self, fn: Callable, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pixel_pool, fn, *args)
@@ -69,10 +72,12 @@ class ServerState:
         return {"image": {"id": entry.id, "width": entry.width, "height": entry.height}, "regions": masks}
 
 
-def create_app(model: PromptableModel, settings: ServeSettings | None = None, everything=AUTOMATIC_MODE) -> FastAPI:
+def create_app(model: PromptableModel, settings: ServeSettings | None = None, everything=AUTOMATIC_MODE,
+               segmenter: Segmenter | None = None) -> FastAPI:
     """The app serving `model`. `everything` is the automatic-mode function: by default
     tapkit's automatic mode (one generator for the app's model worker); None turns
-    /everything off (it answers 501)."""
+    /everything off (it answers 501). `segmenter` (a `tapkit.Segmenter`) serves /segment,
+    on the same model worker thread; without it /segment answers 501."""
     settings = settings or ServeSettings()
     worker = ModelWorker(model, settings.max_batch)
     state = ServerState(
@@ -83,6 +88,7 @@ def create_app(model: PromptableModel, settings: ServeSettings | None = None, ev
         batcher=PromptBatcher(worker, settings.batch_window_s, settings.max_batch_prompts),
         pixel_pool=ThreadPoolExecutor(max_workers=2, thread_name_prefix="tapkit-pixels"),
         everything=automatic_mode(model) if everything is AUTOMATIC_MODE else everything,
+        segmenter=segmenter,
     )
 
     @asynccontextmanager
@@ -124,6 +130,7 @@ def create_app(model: PromptableModel, settings: ServeSettings | None = None, ev
                 "concepts": len(model.concepts) if model.can_name else 0,
                 "device": str(model.device),
                 "everything": state.everything is not None,
+                "segmenter": state.segmenter is not None,
             },
             "cache": asdict(state.cache.stats()),
             "batching": asdict(state.batcher.stats()),
@@ -186,6 +193,20 @@ def create_app(model: PromptableModel, settings: ServeSettings | None = None, ev
         decoded = await state.off_loop(decode_image, entry.upload, len(entry.upload), settings.max_pixels)
         found = await worker.run(worker.everything, generate, entry.embedding, decoded.rgb)
         return await state.regions_json(entry, found)
+
+    @app.post(UPLOAD_PATH + "/{image_id}/segment", response_model=SegmentOut, tags=["regions"],
+              responses=error_responses(400, 403, 404, 413, 422, 500, 501))
+    async def segment(image_id: str, body: SegmentRequest) -> dict:
+        """Open-vocabulary semantic segmentation: every pixel labelled with one of the given
+        class names; per class its area, score and COCO RLE mask (501 without a segmenter)."""
+        entry = state.image(image_id)
+        if state.segmenter is None:
+            raise NotAvailable("this server has no segmenter (start it with tapkit serve --segmenter)")
+        classes = check_classes(body.classes)
+        decoded = await state.off_loop(decode_image, entry.upload, len(entry.upload), settings.max_pixels)
+        result = await worker.run(state.segmenter.segment, decoded.rgb, classes)
+        data = await state.off_loop(segmentation_json, result)
+        return {"image": {"id": entry.id, "width": entry.width, "height": entry.height}, "classes": data["classes"]}
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -26,9 +26,15 @@ EverythingFn = Callable[[Predictor, np.ndarray], list[JsonRegion]]
 SERVER_POINTS_PER_SIDE = 16
 
 
+def server_settings(model: PromptableModel) -> dict:
+    """The server's own choice: a 16 x 16 grid, unless the model ships a grid of its own
+    (its thresholds were measured with it)."""
+    return {} if "points_per_side" in model.everything_defaults else {"points_per_side": SERVER_POINTS_PER_SIDE}
+
+
 def automatic_mode(model: PromptableModel) -> EverythingFn:
     """Automatic mode on `model`, reusing the embedding the server cached for the image."""
-    generator = EverythingGenerator(model, EverythingConfig(points_per_side=SERVER_POINTS_PER_SIDE))
+    generator = EverythingGenerator(model, EverythingConfig.for_model(model, **server_settings(model)))
 
     def everything(predictor: Predictor, rgb: np.ndarray) -> list[JsonRegion]:
         return list(generator.generate(rgb, embedding=predictor.image).regions)

@@ -68,6 +68,29 @@ class ModelInfo(BaseModel):
     concepts: int
     device: str
     everything: bool = Field(..., description="whether automatic mode is available")
+    segmenter: bool = Field(False, description="whether /segment (open-vocabulary semantic segmentation) is available")
+
+
+MAX_CLASSES = 512
+
+
+class SegmentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"classes": ["background", "red circle", "blue star"]}]})
+
+    classes: list[str] = Field(..., min_length=1, max_length=MAX_CLASSES, description="class names, in label order")
+
+
+class ClassOut(BaseModel):
+    index: int = Field(..., description="the class's position in the request, the label map's value")
+    name: str
+    area: int = Field(..., description="pixels labelled with this class")
+    score: float = Field(..., description="mean share of the pixels' semantic scores, in [0, 1] (0 where none)")
+    segmentation: RleMask
+
+
+class SegmentOut(BaseModel):
+    image: ImageRef
+    classes: list[ClassOut]
 
 
 class CacheInfo(BaseModel):
@@ -111,7 +134,7 @@ ERROR_DESCRIPTIONS = {
     415: "the upload is not an image of a supported type",
     422: "the request is malformed (bad JSON, a prompt outside the image, an unreadable image, over a limit)",
     500: "the server failed (details only in its log)",
-    501: "automatic mode is turned off in this server",
+    501: "automatic mode (or the segmenter) is turned off in this server",
 }
 
 

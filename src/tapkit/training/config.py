@@ -12,14 +12,18 @@ from pathlib import Path
 
 from tapkit.errors import UserError
 from tapkit.models.clip.config import TextConfig, VisionConfig
+from tapkit.models.san.config import SideConfig
+from tapkit.models.san.pat.config import CodebookConfig, PatConfig, PyramidLevel
 from tapkit.models.sca.config import MixerConfig
 from tapkit.models.tap.config import ImageDecoderConfig, ImageEncoderConfig, TapConfig, TextDecoderConfig
+from tapkit.training.mask_criterion import CriterionConfig
 
 
 @dataclass
 class DataConfig:
     sa1b: str | None = None  # SA-1B directory (stage segment)
     semantic: str | None = None  # SemanticSA-1B shards (concept targets)
+    semseg: str | None = None  # semantic label maps (stage san): the dataset root
     vg: str | None = None  # Visual Genome COCO-style JSON (stages caption, sca)
     image_root: str | None = None  # images of the VG JSON
     detection: str | None = None  # COCO-style instances (stage sca: class names as recognition-task captions)
@@ -36,6 +40,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 100
     grad_clip: float = 1.0
+    schedule: str = "cosine"  # cosine (to lr * min_lr_ratio) or poly (SAN / detectron2's WarmupPolyLR, power 0.9)
 
 
 @dataclass
@@ -93,6 +98,69 @@ class ClipTrainConfig:
     scene_prob: float = 0.25  # chance a sample is the whole image rather than a crop around one region
     crop_margin: tuple[float, float] = (1.15, 1.7)  # crop side / the region box's longer side
     hflip_prob: float = 0.5  # crops only (scene captions say left and right)
+    # Region samples, in the regime SAN recognises in: the whole image at region_size, the
+    # class token entering block region_start copied and run through the last blocks with
+    # one region's mask as its attention bias, paired with the region's text.
+    region_prob: float = 0.0
+    region_size: int = 128
+    region_start: int = 3
+
+
+@dataclass
+class SanTrainConfig:
+    """Stage san: a SAN on a frozen CLIP, trained on semantic label maps (data.semseg)."""
+
+    clip: str | None = None  # the CLIP it is built on (default: the packaged one)
+    dataset: str = "synthetic"  # layout of data.semseg: synthetic or cocostuff171
+    exclude_classes: list[str] = field(default_factory=list)  # never targets: their pixels are ignored
+    side: SideConfig = field(default_factory=lambda: SideConfig(256, 16, 96, 6, 4, 4.0, 16))
+    fusion: tuple = ((0, 0), (1, 1), (2, 2), (3, 3))  # (side index, CLIP layer) pairs
+    recognition_start: int = 3
+    deep_supervision: tuple = (5, 6)
+    clip_resolution: float = 0.5
+    decoder_width: int = 128
+    decoder_layers: int = 3
+    templates: str = "synthetic"  # vild (SAN's 14) or synthetic (the packaged CLIP's 3)
+    train_clip_pos_embed: bool = True  # SAN trains CLIP's visual positional embedding, nothing else of CLIP
+    clip_pos_antialias: bool = False  # resize that embedding antialiased (open_clip) or not (SAN)
+    crop: int = 256
+    scale: tuple[float, float] = (0.75, 1.5)  # short side / crop, uniform
+    hflip_prob: float = 0.5
+    criterion: CriterionConfig = field(default_factory=CriterionConfig)
+
+
+@dataclass
+class PatTrainConfig:
+    """Stage pat: a SAN (section `san`) with PAT's feature-pyramid tokenizer (docs/pat.md),
+    trained with SAN's losses + `recon_weight` x reconstruction + `codebook_weight` x the
+    codebook terms. `layers` / `strides`: the pyramid's CLIP layers and their pooling."""
+
+    layers: tuple = (1, 2, 3)
+    strides: tuple = (1, 2, 4)
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
+    width: int = 32
+    guidance_width: int = 48
+    coupling: str = "loose"  # loose (segmentation trains the semantic branch only) or coupled
+    shared_decoder: bool = True  # the semantic branch reads the pixel branch's top-down decoder
+    guidance_at: int = 3  # side-network index where the guidance is added (as in san.fusion)
+    recon_factor: int = 4  # the reconstruction is the finest level's grid x this
+    guidance_scale: float = 1.0  # multiplies the semantic branch's zero-initialised output
+    clip_gradient: bool = True  # PAT's losses reach CLIP's positional embedding (False: the pyramid reads CLIP detached)
+    recon_weight: float = 1.0
+    codebook_weight: float = 1.0
+
+    def __post_init__(self):
+        if len(self.layers) != len(self.strides) or not self.layers:
+            raise UserError(f"pat.layers and pat.strides must be as long (one per level), got {list(self.layers)} "
+                            f"and {list(self.strides)}")
+        if self.coupling not in ("loose", "coupled"):
+            raise UserError(f"pat.coupling must be 'loose' or 'coupled', got '{self.coupling}'")
+
+    def model_config(self) -> PatConfig:
+        levels = tuple(PyramidLevel(int(layer), int(stride)) for layer, stride in zip(self.layers, self.strides))
+        return PatConfig(levels, self.codebook, self.width, self.guidance_width, self.coupling, self.shared_decoder,
+                         self.guidance_at, self.recon_factor, self.guidance_scale,
+                         self.clip_gradient)
 
 
 @dataclass
@@ -117,12 +185,16 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     sca: ScaTrainConfig = field(default_factory=ScaTrainConfig)
     clip: ClipTrainConfig = field(default_factory=ClipTrainConfig)
+    san: SanTrainConfig = field(default_factory=SanTrainConfig)
+    pat: PatTrainConfig = field(default_factory=PatTrainConfig)  # stage pat (with `san`)
 
     def __post_init__(self):
-        if self.stage not in ("segment", "caption", "sca", "clip"):
-            raise UserError(f"stage must be 'segment', 'caption', 'sca' or 'clip', got '{self.stage}'")
+        if self.stage not in ("segment", "caption", "sca", "clip", "san", "pat"):
+            raise UserError(f"stage must be 'segment', 'caption', 'sca', 'clip', 'san' or 'pat', got '{self.stage}'")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise UserError(f"precision must be fp32, bf16 or fp16, got '{self.precision}'")
+        if self.optim.schedule not in ("cosine", "poly"):
+            raise UserError(f"optim.schedule must be cosine or poly, got '{self.optim.schedule}'")
         if self.distributed not in ("ddp", "fsdp"):
             raise UserError(f"distributed must be ddp or fsdp, got '{self.distributed}'")
 

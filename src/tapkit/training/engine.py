@@ -25,7 +25,7 @@ from tapkit.training import distributed
 from tapkit.training.checkpoint import (CHECKPOINT_NAME, TrainState, check_resume, load_train_state, rng_state,
                                        save_train_state, set_rng_state)
 from tapkit.training.config import TrainConfig, config_to_dict
-from tapkit.training.stages import Stage, clip, sca, tap_caption, tap_segment
+from tapkit.training.stages import Stage, clip, pat, san, sca, tap_caption, tap_segment
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -41,10 +41,13 @@ class TrainResult:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to optim.lr, then cosine decay to lr * min_lr_ratio at the last step."""
+    """Linear warmup to optim.lr, then cosine decay to lr * min_lr_ratio at the last step,
+    or (schedule poly) detectron2's WarmupPolyLR: lr * (1 - step / steps) ** 0.9."""
     o = cfg.optim
     if step < o.warmup_steps:
         return o.lr * (step + 1) / o.warmup_steps
+    if o.schedule == "poly":
+        return o.lr * (1 - min(step, cfg.steps) / cfg.steps) ** 0.9
     progress = (step - o.warmup_steps) / max(1, cfg.steps - o.warmup_steps)
     floor = o.lr * o.min_lr_ratio
     return floor + (o.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
@@ -61,7 +64,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
 
 # The stages, by the name a config's `stage` gives (one module each under stages/).
 STAGES: dict[str, Stage] = {"segment": tap_segment.STAGE, "caption": tap_caption.STAGE, "sca": sca.STAGE,
-                            "clip": clip.STAGE}
+                            "clip": clip.STAGE, "san": san.STAGE, "pat": pat.STAGE}
 
 
 def stage_for(cfg: TrainConfig) -> Stage:

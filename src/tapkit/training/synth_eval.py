@@ -1,7 +1,7 @@
 """Evaluation on a synthetic world (or any SA-1B-format directory whose annotations
 carry `concept` and `caption`): mask mIoU from one point and from the box, concept
-top-1 accuracy, caption CIDEr-D and how often the caption names the right colour
-and shape. Runs the public inference path (`Predictor`), prompts in original pixels.
+top-1 accuracy, caption CIDEr-D, how often the caption names the right colour
+and shape, and whole-caption truth (subject, related shape, direction; caption_truth.py). Runs the public inference path (`Predictor`), prompts in original pixels.
 (The project's general evaluation suite lives in tapkit.evaluation; this is the
 training-side check of the synthetic world's quality bar.)"""
 
@@ -20,6 +20,7 @@ from tapkit.errors import UserError
 from tapkit.models.tap.model import TapModel
 from tapkit.predictor.predictor import Predictor
 from tapkit.inputs.prompts import Prompt
+from tapkit.training.caption_truth import caption_truth
 from tapkit.training.cider import cider_d, tokenize
 
 
@@ -39,6 +40,10 @@ class SynthEvalReport:
     shape_right_box: float | None  # its first shape word is right
     skipped_images: int
     examples: list[dict] = field(default_factory=list)
+    # Whole captions against the reference (CaptionTruth.to_dict(): subject, related,
+    # direction, all_three, true, states_relation), box and point prompts.
+    caption_truth_box: dict | None = None
+    caption_truth_point: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,10 +118,15 @@ def evaluate_world(model: TapModel, sa1b_dir: str | os.PathLike, max_images: int
 
     cider_box, right_box, colour_right, shape_right = caption_scores("box")
     cider_point, right_point, _, _ = caption_scores("point")
+
+    def truth(kind):
+        judged = caption_truth(caps[kind], [r.caption for r in refs])
+        return judged.to_dict() if judged else None
+
     return SynthEvalReport(
         images=len(records) - skips.total, regions=len(point_ious), point_miou=mean(point_ious), box_miou=mean(box_ious),
         concept_top1_box=mean(concepts["box"]), concept_top1_point=mean(concepts["point"]),
         cider_d_box=cider_box, cider_d_point=cider_point, colour_shape_right_box=right_box,
         colour_shape_right_point=right_point, colour_right_box=colour_right, shape_right_box=shape_right,
-        skipped_images=skips.total, examples=shown,
+        skipped_images=skips.total, examples=shown, caption_truth_box=truth("box"), caption_truth_point=truth("point"),
     )

@@ -130,3 +130,26 @@ def _erode(mask: np.ndarray) -> np.ndarray:
     inner[:, 1:] &= mask[:, :-1]
     inner[:, :-1] &= mask[:, 1:]
     return inner
+
+
+def draw_label_map(rgb: np.ndarray, label_map: np.ndarray, classes: Sequence[str], alpha: float = 0.55) -> Image.Image:
+    """A semantic label map over the image (one colour per class, in class order) with a
+    legend of the classes present, largest first, on a strip to the right."""
+    colours = np.array(palette(len(classes)), np.uint8)
+    blended = (rgb.astype(np.float32) * (1 - alpha) + colours[label_map].astype(np.float32) * alpha).astype(np.uint8)
+    h, w = label_map.shape
+    font = _font(max(h, 320))
+    areas = np.bincount(label_map.ravel(), minlength=len(classes))
+    present = [int(i) for i in np.argsort(-areas, kind="stable") if areas[i] > 0]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line = max(probe.textbbox((0, 0), "Ag", font=font)[3] + 6, 14)
+    text_w = max([probe.textlength(classes[i], font=font) for i in present] + [40])
+    strip = int(text_w + line + 16)
+    canvas = Image.new("RGB", (w + strip, max(h, line * len(present) + 8)), (255, 255, 255))
+    canvas.paste(Image.fromarray(blended), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for row, i in enumerate(present):
+        y = 4 + row * line
+        draw.rectangle([w + 6, y + 2, w + 6 + line - 6, y + line - 4], fill=tuple(int(c) for c in colours[i]), outline=(0, 0, 0))
+        draw.text((w + 8 + line, y), classes[i], fill=(0, 0, 0), font=font)
+    return canvas

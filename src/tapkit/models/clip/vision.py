@@ -25,21 +25,22 @@ class VisionTransformer(nn.Module):
         self.ln_post = nn.LayerNorm(cfg.width)
         self.proj = nn.Parameter(scale * torch.randn(cfg.width, embed_dim))
 
-    def positional_embedding_for(self, grid_h: int, grid_w: int) -> torch.Tensor:
+    def positional_embedding_for(self, grid_h: int, grid_w: int, antialias: bool = True) -> torch.Tensor:
         """(1 + grid_h * grid_w, width): the learned grid resized bicubically (antialiased,
-        as open_clip resizes it) when the image is not the trained size."""
+        as open_clip resizes it; SAN resizes without) when the image is not the trained size."""
         if (grid_h, grid_w) == (self.grid_size, self.grid_size):
             return self.positional_embedding
         cls, grid = self.positional_embedding[:1], self.positional_embedding[1:]
         grid = grid.reshape(1, self.grid_size, self.grid_size, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid.float(), size=(grid_h, grid_w), mode="bicubic", antialias=True, align_corners=False)
+        grid = F.interpolate(grid.float(), size=(grid_h, grid_w), mode="bicubic", antialias=antialias, align_corners=False)
         return torch.cat([cls, grid.to(cls.dtype).flatten(2)[0].t()], 0)
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor, antialias: bool = True) -> torch.Tensor:
         """images (B, 3, H, W), normalized, sides multiples of the patch -> tokens
-        (B, 1 + (H/patch)*(W/patch), width) after ln_pre."""
+        (B, 1 + (H/patch)*(W/patch), width) after ln_pre; `antialias`: how the positional
+        embedding is resized (see positional_embedding_for)."""
         x = self.conv1(images)
-        pos = self.positional_embedding_for(x.shape[2], x.shape[3])
+        pos = self.positional_embedding_for(x.shape[2], x.shape[3], antialias)
         x = x.flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], 1) + pos.to(x.dtype)

@@ -39,6 +39,7 @@ class SamModel(nn.Module):
         self.concepts = None
         self.tokenizer = None
         self.text_decoder = None
+        self.everything_defaults: dict = {}
 
     @property
     def image_size(self) -> int:

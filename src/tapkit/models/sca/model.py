@@ -63,6 +63,7 @@ class ScaModel(nn.Module):
         self.language_model = language_model
         self.tokenizer = tokenizer
         self.generation = GenerationConfig(max_new_tokens=cfg.max_new_tokens)
+        self.everything_defaults: dict = {}
         freeze(self.backbone)
         freeze(self.language_model)
 

@@ -48,6 +48,8 @@ class TapModel(nn.Module):
         self.tokenizer = tokenizer
         self.concepts = concepts
         self.caption_limit: int | None = None  # None: the reference's limit
+        # Automatic-mode settings shipped with the weights (EverythingConfig field -> value).
+        self.everything_defaults: dict = {}
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN_BGR), persistent=False)
         self.register_buffer("pixel_rsig", torch.tensor(PIXEL_STD_BGR).reciprocal(), persistent=False)
 

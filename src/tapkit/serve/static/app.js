@@ -25,6 +25,7 @@ const state = {
   busy: 0,
   labels: [],          // the labels last drawn on the canvas: {text, x, y, w, h}
   health: null,
+  semantic: null,      // the last label map (Classes mode): [{index, name, area, score, colour, layer}]
 };
 
 let drag = null;  // the press in progress: {button, kind: click|box|sketch, start, end, path, sx, sy, shift}
@@ -172,6 +173,7 @@ async function openFile(file) {
     state.current = emptyCurrent();
     state.colourIndex = 0;
     state.hover = -1;
+    state.semantic = null;
     state.seq++;
     $("drop").hidden = true;
     setStatus(`${info.width}×${info.height} ${info.format} ready: click on an object`);
@@ -300,6 +302,44 @@ async function everything() {
   }
 }
 
+// Classes mode: every pixel labelled with one of the typed class names.
+async function labelClasses() {
+  const classes = $("classes").value.split(",").map((c) => c.trim()).filter((c) => c);
+  if (!classes.length) { setStatus("Type class names, comma-separated", false, true); return; }
+  setStatus(`Labelling with ${classes.length} classes…`, true);
+  const seq = ++state.seq;
+  try {
+    const answer = await onImage((id) => postJson(`/v1/images/${id}/segment`, { classes }));
+    if (seq !== state.seq) return;
+    state.semantic = answer.classes.filter((c) => c.area > 0).sort((a, b) => b.area - a.area).map((c) => {
+      const colour = colourFor(c.index);
+      const [h, w] = c.segmentation.size;
+      return { ...c, colour, layer: maskLayer(decodeRle(c.segmentation), w, h, colour.rgb) };
+    });
+    setStatus(`${state.semantic.length} of ${classes.length} classes in the image`);
+  } catch (err) {
+    setStatus(err.message, false, true);
+  } finally {
+    done();
+    refresh();
+  }
+}
+
+function renderLegend() {
+  const items = state.mode === "classes" && state.semantic ? state.semantic : [];
+  const legend = $("legend");
+  legend.replaceChildren();
+  const total = state.width * state.height || 1;
+  for (const c of items) {
+    const li = el("li", "legend-item");
+    li.style.setProperty("--c", c.colour.css);
+    li.append(el("span", "swatch"), el("b", "name", c.name), el("span", "share", `${(100 * c.area / total).toFixed(1)}%`),
+              el("span", "score", c.score.toFixed(2)));
+    legend.append(li);
+  }
+  legend.hidden = $("legend-title").hidden = !items.length;
+}
+
 // ---------- drawing ----------
 
 function displayed() {
@@ -344,6 +384,9 @@ function draw() {
   const w = state.width * v.scale, h = state.height * v.scale;
   ctx.imageSmoothingEnabled = v.scale < 2;
   ctx.drawImage(state.bitmap, v.ox, v.oy, w, h);
+  if (state.mode === "classes" && state.semantic) {
+    for (const c of state.semantic) ctx.drawImage(c.layer, v.ox, v.oy, w, h);
+  }
   const regions = displayed();
   regions.forEach((r, i) => {
     ctx.globalAlpha = state.hover === -1 || state.hover === i ? 1 : 0.45;
@@ -513,8 +556,11 @@ function refresh() {
   $("clear").disabled = !(state.regions.length || !promptIsEmpty(state.current.prompt));
   $("everything").hidden = !(state.health && state.health.model.everything);
   $("everything").disabled = !has;
+  $("mode-classes").hidden = !(state.health && state.health.model.segmenter);
+  $("label").disabled = !has;
   canvas.classList.toggle("ready", has);
   renderList();
+  renderLegend();
   draw();
 }
 
@@ -535,7 +581,11 @@ function setMode(mode) {
   state.mode = mode;
   $("mode-click").setAttribute("aria-checked", String(mode === "click"));
   $("mode-sketch").setAttribute("aria-checked", String(mode === "sketch"));
+  $("mode-classes").setAttribute("aria-checked", String(mode === "classes"));
+  $("classes-form").hidden = mode !== "classes";
   canvas.classList.toggle("sketch", mode === "sketch");
+  if (mode === "classes") $("classes").focus();
+  refresh();
 }
 
 // ---------- pointer input ----------
@@ -546,7 +596,7 @@ const clampY = (y) => Math.max(0, Math.min(state.height, y));
 canvas.addEventListener("contextmenu", (e) => e.preventDefault());
 
 canvas.addEventListener("pointerdown", (e) => {
-  if (!state.bitmap || (e.button !== 0 && e.button !== 2)) return;
+  if (!state.bitmap || state.mode === "classes" || (e.button !== 0 && e.button !== 2)) return;
   const [x, y] = toImage(e);
   if (x < 0 || y < 0 || x > state.width || y > state.height) return;
   canvas.setPointerCapture(e.pointerId);
@@ -608,6 +658,8 @@ $("file").addEventListener("change", (e) => { openFile(e.target.files[0]); e.tar
 $("sample").addEventListener("click", async () => openFile(await sampleImage()));
 $("mode-click").addEventListener("click", () => setMode("click"));
 $("mode-sketch").addEventListener("click", () => setMode("sketch"));
+$("mode-classes").addEventListener("click", () => setMode("classes"));
+$("classes-form").addEventListener("submit", (e) => { e.preventDefault(); labelClasses(); });
 $("keep").addEventListener("click", keepCurrent);
 $("undo").addEventListener("click", undo);
 $("clear").addEventListener("click", clearAll);
@@ -620,6 +672,7 @@ window.addEventListener("keydown", (e) => {
   else if (e.key === "Escape") dropCurrent();
   else if (e.key === "s" || e.key === "S") setMode("sketch");
   else if (e.key === "b" || e.key === "B") setMode("click");
+  else if ((e.key === "c" || e.key === "C") && state.health && state.health.model.segmenter) setMode("classes");
 });
 
 window.addEventListener("dragover", (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
@@ -640,7 +693,7 @@ new ResizeObserver(resizeCanvas).observe(canvas);
 api("/healthz").then((health) => {
   state.health = health;
   const m = health.model;
-  setStatus(`Model ready (${m.device}${m.captions ? ", captions" : ""}${m.concepts ? `, ${m.concepts} concepts` : ""}). Open an image.`);
+  setStatus(`Model ready (${m.device}${m.captions ? ", captions" : ""}${m.concepts ? `, ${m.concepts} concepts` : ""}${m.segmenter ? ", classes" : ""}). Open an image.`);
   refresh();
 }).catch((err) => setStatus(`Server not reachable: ${err.message}`, false, true));
 

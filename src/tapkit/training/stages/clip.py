@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
@@ -28,6 +29,7 @@ from tapkit.models.clip.config import ClipConfig
 from tapkit.models.clip.model import ClipModel
 from tapkit.models.clip.preprocess import preprocess
 from tapkit.models.clip.tokenizer import ClipTokenizer
+from tapkit.models.san.recognition import clip_features, recognize
 from tapkit.training.config import TrainConfig
 from tapkit.training.data import epoch_order, step_rng
 from tapkit.training.objectives import LossOutput
@@ -36,12 +38,25 @@ from tapkit.training.stages import Stage
 
 @dataclass
 class ClipBatch:
-    """images (B, 3, S, S) normalized; tokens (B, L); positives (B, B) bool, [i, j] when
+    """images (B - R, 3, S, S) normalized crops and scenes; region_images (R, 3, S', S')
+    whole images whose region sample's attention bias is region_bias (R, g, g) on the
+    CLIP grid; tokens (B, L), the crops' texts first; positives (B, B) bool, [i, j] when
     sample i's image and sample j's text mean the same thing (the diagonal included)."""
 
     images: torch.Tensor
     tokens: torch.Tensor
     positives: torch.Tensor
+    region_images: torch.Tensor | None = None
+    region_bias: torch.Tensor | None = None
+
+
+def region_bias(mask: np.ndarray, grid: int, size: int) -> torch.Tensor:
+    """(H, W) bool -> (grid, grid) additive bias: 0 on patches the region covers at least
+    30 % of (and on its best-covered patch), -100 elsewhere."""
+    m = torch.from_numpy(np.array(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.BILINEAR)))
+    frac = F.adaptive_avg_pool2d(m.float()[None, None] / 255, grid)[0, 0]
+    keep = (frac >= 0.3) | (frac == frac.max())
+    return torch.where(keep, 0.0, -100.0)
 
 
 def caption_head(region: Region) -> str:
@@ -100,28 +115,41 @@ class ClipBatches(torch.utils.data.Dataset):
                 return record, rgb
         raise RuntimeError(f"too many unreadable images ({self.skips.examples})")
 
-    def sample(self, step: int, slot: int) -> tuple[np.ndarray, str, str]:
-        """-> (image, text, meaning): meaning is the concept of a crop, the text of a scene."""
+    def sample(self, step: int, slot: int) -> tuple[np.ndarray, str, str, np.ndarray | None]:
+        """-> (image, text, meaning, region mask): meaning is the concept of a crop or a
+        region sample, the text of a scene; the mask only for region samples."""
         record, rgb = self._image(step, slot)
         rng = step_rng(self.seed, step, self.rank, slot + 1)
         regions = [r for r in record.regions if r.concept]
+        if self.clip.region_prob and rng.random() < self.clip.region_prob:
+            region = regions[int(rng.integers(len(regions)))]
+            return rgb, crop_text(region, rng), region.concept, region.mask(rgb.shape[0], rgb.shape[1])
         if rng.random() < self.clip.scene_prob:
             text = scene_text(regions, rng)
-            return rgb, text, text
+            return rgb, text, text, None
         region = regions[int(rng.integers(len(regions)))]
         crop = square_crop(rgb, region.bbox, rng.uniform(*self.clip.crop_margin), tuple(rng.uniform(-0.1, 0.1, 2)))
         if rng.random() < self.clip.hflip_prob:
             crop = crop[:, ::-1]
-        return crop, crop_text(region, rng), region.concept
+        return crop, crop_text(region, rng), region.concept, None
 
     def __getitem__(self, step: int) -> ClipBatch:
-        samples = [self.sample(step, slot) for slot in range(self.batch)]
+        drawn = [self.sample(step, slot) for slot in range(self.batch)]
+        samples = [s for s in drawn if s[3] is None] + [s for s in drawn if s[3] is not None]
         size, pre = self.model_cfg.vision.image_size, self.model_cfg.preprocess
-        images = torch.stack([preprocess(np.ascontiguousarray(s[0]), size, pre) for s in samples])
+        plain = [s for s in samples if s[3] is None]
+        images = torch.stack([preprocess(np.ascontiguousarray(s[0]), size, pre) for s in plain]) if plain else None
+        regions = [s for s in samples if s[3] is not None]
+        region_images = region_biases = None
+        if regions:
+            rsize, grid = self.clip.region_size, self.clip.region_size // self.model_cfg.vision.patch_size
+            region_images = torch.stack([preprocess(Image.fromarray(s[0]).resize((rsize, rsize), Image.BICUBIC), rsize, pre)
+                                         for s in regions])
+            region_biases = torch.stack([region_bias(s[3], grid, rsize) for s in regions])
         # Positives: the same meaning, or the same words (a one-shape scene's "a red circle").
         keys = [(s[2], s[1]) for s in samples]
         positives = torch.tensor([[a[0] == b[0] or a[1] == b[1] for b in keys] for a in keys])
-        return ClipBatch(images, self.tokenizer([s[1] for s in samples]), positives)
+        return ClipBatch(images, self.tokenizer([s[1] for s in samples]), positives, region_images, region_biases)
 
 
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, positives: torch.Tensor):
@@ -134,16 +162,29 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tenso
     return loss, logits
 
 
+def region_embeddings(model: ClipModel, images: torch.Tensor, bias: torch.Tensor, start: int) -> torch.Tensor:
+    """SAN's recognition of one region per image: images (R, 3, S, S), bias (R, g, g) ->
+    (R, D) L2-normalised."""
+    visual = model.visual
+    heads_bias = bias[:, None, None].expand(-1, visual.heads, 1, -1, -1)
+    return recognize(visual, start, clip_features(visual, images, set(), start), heads_bias)[:, 0]
+
+
 class ClipObjective(nn.Module):
     """The temperature is capped at 100, as open_clip clamps it."""
 
-    def __init__(self, model: ClipModel):
+    def __init__(self, model: ClipModel, region_start: int = 3):
         super().__init__()
-        self.model = model
+        self.model, self.region_start = model, region_start
 
     def forward(self, batch: ClipBatch) -> LossOutput:
         device = self.model.logit_scale.device
-        image, text = self.model(batch.images.to(device), batch.tokens.to(device))
+        text = F.normalize(self.model.encode_text(batch.tokens.to(device)), dim=-1)
+        parts = [F.normalize(self.model.encode_image(batch.images.to(device)), dim=-1)] if batch.images is not None else []
+        if batch.region_images is not None:
+            parts.append(region_embeddings(self.model, batch.region_images.to(device), batch.region_bias.to(device),
+                                           self.region_start))
+        image = torch.cat(parts)
         scale = self.model.logit_scale.exp().clamp(max=100.0)
         positives = batch.positives.to(device)
         loss, logits = contrastive_loss(image, text, scale, positives)
@@ -193,7 +234,7 @@ def freeze(model: ClipModel, cfg: TrainConfig) -> None:
 STAGE = Stage(
     build_model=build_model,
     freeze=freeze,
-    objective=lambda model, cfg: ClipObjective(model),
+    objective=lambda model, cfg: ClipObjective(model, cfg.clip.region_start),
     batches=lambda cfg, model, info: make_batches(cfg, model, info.rank, info.world_size),
     export=lambda model, full_state: dict(full_state),
 )
