@@ -121,18 +121,30 @@ def import_segment_anything(root: Path):
 # --- timing ----------------------------------------------------------------------------
 
 
-def alternate(reference, ours, rounds: int) -> tuple[float, float, list[float]]:
-    """Medians of `rounds` timings of each, alternating (order flipped every round)."""
-    reference(), ours()  # warm-up
-    ref_times, our_times = [], []
+class Timing:
+    """Medians of wall and CPU seconds of both sides. On one thread the CPU time of the
+    calling thread (user + system, page faults included) measures the work itself; the
+    wall time also holds waiting for a core, which on a shared machine can be most of it."""
+
+    def __init__(self, ref_wall: list[float], our_wall: list[float], ref_cpu: list[float], our_cpu: list[float]):
+        self.ref_wall, self.our_wall = statistics.median(ref_wall), statistics.median(our_wall)
+        self.ref_cpu, self.our_cpu = statistics.median(ref_cpu), statistics.median(our_cpu)
+        self.pairwise = [a / b for a, b in zip(ref_wall, our_wall)]
+
+
+def alternate(reference, ours, rounds: int) -> Timing:
+    """`rounds` timings of each, alternating (order flipped every round), after a warm-up."""
+    reference(), ours()
+    wall: dict[int, list[float]] = {0: [], 1: []}
+    cpu: dict[int, list[float]] = {0: [], 1: []}
     for r in range(rounds):
-        pair = ((reference, ref_times), (ours, our_times))
-        for fn, times in pair if r % 2 == 0 else pair[::-1]:
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    pairwise = [a / b for a, b in zip(ref_times, our_times)]
-    return statistics.median(ref_times), statistics.median(our_times), pairwise
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        for side in order:
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            (reference, ours)[side]()
+            cpu[side].append(time.thread_time() - start_cpu)
+            wall[side].append(time.perf_counter() - start)
+    return Timing(wall[0], wall[1], cpu[0], cpu[1])
 
 
 def test_image(height: int, width: int) -> np.ndarray:
@@ -163,12 +175,13 @@ class Report:
     def __init__(self):
         self.rows: list[list[str]] = []
 
-    def add(self, family: str, what: str, ref_s: float, ours_s: float, pairwise: list[float], agreement: str) -> None:
-        ratio = ref_s / ours_s
-        self.rows.append([family, what, f"{ref_s:.3f}", f"{ours_s:.3f}", f"**{ratio:.2f}**",
-                          ", ".join(f"{p:.2f}" for p in pairwise), agreement])
-        print(f"{family:4s} {what:44s} reference {ref_s:8.3f} s  tapkit {ours_s:8.3f} s  ratio {ratio:5.2f}  "
-              f"(pairwise {', '.join(f'{p:.2f}' for p in pairwise)})  {agreement}", flush=True)
+    def add(self, family: str, what: str, t: Timing, agreement: str) -> None:
+        wall, cpu = t.ref_wall / t.our_wall, t.ref_cpu / t.our_cpu
+        pairwise = ", ".join(f"{p:.2f}" for p in t.pairwise)
+        self.rows.append([family, what, f"{t.ref_cpu:.2f} / {t.our_cpu:.2f}", f"**{cpu:.2f}**",
+                          f"{t.ref_wall:.2f} / {t.our_wall:.2f}", f"{wall:.2f} ({pairwise})", agreement])
+        print(f"{family:4s} {what:44s} CPU s {t.ref_cpu:8.2f} / {t.our_cpu:8.2f} ratio {cpu:5.2f} | wall s {t.ref_wall:8.2f} / "
+              f"{t.our_wall:8.2f} ratio {wall:5.2f} (pairwise {pairwise})  {agreement}", flush=True)
 
 
 # --- TAP ---------------------------------------------------------------------------------
@@ -206,7 +219,7 @@ def bench_tap(ta, args, report: Report, workdir: Path) -> None:
         ref_inputs, our_embed = ref_encode(), our_encode()
         diff = relative_diff(ref_inputs["features"][0], our_embed)
         if "encode" in args.parts:
-            report.add("TAP", f"encode {args.width}x{args.height} image", *alternate(ref_encode, our_encode, args.rounds),
+            report.add("TAP", f"encode {args.width}x{args.height} image", alternate(ref_encode, our_encode, args.rounds),
                        f"embedding max abs diff / max abs {diff:.1e}")
 
         if "decode" in args.parts:
@@ -241,7 +254,7 @@ def bench_tap(ta, args, report: Report, workdir: Path) -> None:
             flipped = sum(int((r.mask != m).sum()) for r, m in zip(regions, ref_masks))
             score_diff = max(abs(r.score - float(s)) for r, s in zip(regions, ref_scores))
             same_concepts = sum(r.concept == str(c) for r, c in zip(regions, np.asarray(ref_concepts).reshape(-1)))
-            report.add("TAP", f"decode {args.boxes} boxes (masks + concepts)", *alternate(ref_decode, our_decode, args.rounds),
+            report.add("TAP", f"decode {args.boxes} boxes (masks + concepts)", alternate(ref_decode, our_decode, args.rounds),
                        f"{flipped} of {ref_masks.size} mask pixels differ; IoU max diff {score_diff:.1e}; "
                        f"{same_concepts}/{len(regions)} concepts equal")
 
@@ -270,7 +283,7 @@ def bench_sam(sa, args, report: Report, workdir: Path) -> None:
         ref_encode(), our_encode()
         diff = relative_diff(ref_predictor.features, our_predictor.image.embedding)
         if "encode" in args.parts:
-            report.add("SAM", f"set_image {args.width}x{args.height} (resize + encode)", *alternate(ref_encode, our_encode, args.rounds),
+            report.add("SAM", f"set_image {args.width}x{args.height} (resize + encode)", alternate(ref_encode, our_encode, args.rounds),
                        f"embedding max abs diff / max abs {diff:.1e}")
 
         if "decode" in args.parts:
@@ -290,7 +303,7 @@ def bench_sam(sa, args, report: Report, workdir: Path) -> None:
             regions = our_decode()
             flipped = sum(int((r.mask != m).sum()) for r, m in zip(regions, ref_masks))
             score_diff = max(abs(r.score - float(s)) for r, s in zip(regions, ref_scores))
-            report.add("SAM", f"decode {args.boxes} boxes (masks)", *alternate(ref_decode, our_decode, args.rounds),
+            report.add("SAM", f"decode {args.boxes} boxes (masks)", alternate(ref_decode, our_decode, args.rounds),
                        f"{flipped} of {ref_masks.size} mask pixels differ; IoU max diff {score_diff:.1e}")
 
         if "automatic" in args.parts:
@@ -313,7 +326,7 @@ def bench_sam(sa, args, report: Report, workdir: Path) -> None:
             our_set = {r.mask.tobytes() for r in our_out.regions}
             same = len(ref_set & our_set)
             report.add("SAM", f"automatic {args.points_per_side}x{args.points_per_side} grid (incl. encode)",
-                       *alternate(ref_auto, our_auto, args.rounds),
+                       alternate(ref_auto, our_auto, args.rounds),
                        f"kept {len(ref_out)} (reference) / {len(our_out.regions)} (tapkit), {same} identical masks")
 
 
@@ -358,7 +371,7 @@ def main(argv=None) -> int:
                 print(f"error: no segment_anything package under {args.reference}", file=sys.stderr)
                 return 2
             bench_sam(sa, args, report, Path(tmp))
-    header = ["family", "what", "reference s", "tapkit s", "ratio", "pairwise ratios", "outputs"]
+    header = ["family", "what", "CPU s (reference / tapkit)", "ratio (CPU)", "wall s (reference / tapkit)", "ratio (wall; pairwise)", "outputs"]
     table = markdown_table(header, report.rows)
     print("\n" + table)
     if args.append:
@@ -366,7 +379,7 @@ def main(argv=None) -> int:
         settings = (f"- machine: {machine(torch.device('cpu'))}; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n"
                     f"- command: `{command}`\n"
                     f"- random weights shared by both sides; medians of {args.rounds} alternating runs after a warm-up; "
-                    "ratio = reference / tapkit (> 1: tapkit faster)")
+                    "ratio = reference / tapkit (> 1: tapkit faster); CPU = the thread's user + system time")
         append_results("bench_vs_reference", settings, table)
     return 0
 
