@@ -5,6 +5,7 @@ is made by scripts/screenshot_serve.py with the default model.)"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -52,16 +53,14 @@ def picture(height: int = 420, width: int = 640) -> np.ndarray:
     return rgb
 
 
-@pytest.fixture
-def server(tiny_files, tmp_path):
+@contextlib.contextmanager
+def served(model_args: list[str], tmp_path: Path):
+    """`tapkit serve` with `model_args` in a subprocess on a free port; yields its URL."""
     port = free_port()
     src = str(Path(tapkit.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
-    command = [
-        sys.executable, "-m", "tapkit.cli.main", "serve", "--port", str(port), "--device", "cpu",
-        "--checkpoint", str(tiny_files.checkpoint), "--tokenizer", str(tiny_files.tokenizer),
-        "--concepts", str(tiny_files.concepts), "--log-level", "warning",
-    ]
+    command = [sys.executable, "-m", "tapkit.cli.main", "serve", "--port", str(port), "--device", "cpu",
+               *model_args, "--log-level", "warning"]
     log = open(tmp_path / "server.log", "w+")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -76,6 +75,13 @@ def server(tiny_files, tmp_path):
         process.terminate()
         process.wait(10)
         log.close()
+
+
+@pytest.fixture
+def server(tiny_files, tmp_path):
+    with served(["--checkpoint", str(tiny_files.checkpoint), "--tokenizer", str(tiny_files.tokenizer),
+                 "--concepts", str(tiny_files.concepts)], tmp_path) as url:
+        yield url
 
 
 def prompt_and_answer(page, action):

@@ -4,21 +4,14 @@ a legend of the classes present."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-import tapkit
-from tapkit.serve.launch import free_port, wait_healthy
 from tapkit.utils.rle import decode_rle
 
 from san_helpers import tiny_san_folder
 from serve_helpers import encode
-from test_serve_browser import CHROMIUM, CHROMIUM_ARGS, changed_fraction, picture, sample, snapshot
+from test_serve_browser import CHROMIUM, CHROMIUM_ARGS, changed_fraction, picture, sample, served, snapshot
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)"
@@ -28,27 +21,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def server(tiny_files, tmp_path):
     san = tiny_san_folder(tmp_path / "san")
-    port = free_port()
-    src = str(Path(tapkit.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
-    command = [
-        sys.executable, "-m", "tapkit.cli.main", "serve", "--port", str(port), "--device", "cpu",
-        "--checkpoint", str(tiny_files.checkpoint), "--segmenter", str(san), "--log-level", "warning",
-    ]
-    log = open(tmp_path / "server.log", "w+")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_healthy(url, process, timeout=60)
-        except RuntimeError as err:
-            log.seek(0)
-            pytest.fail(f"{err}:\n{log.read()}")
+    with served(["--checkpoint", str(tiny_files.checkpoint), "--segmenter", str(san)], tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
 
 
 def test_classes_mode_draws_the_label_map_with_a_legend(server, tmp_path):
