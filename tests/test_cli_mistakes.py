@@ -174,3 +174,16 @@ def test_an_iou_head_past_one_is_clamped_in_the_json(tiny_model, tmp_path, rgb_i
     Image.fromarray(rgb_image).save(image)
     assert main(["predict", str(image), "--point", "40,30", "--checkpoint", str(path), "--output", str(out)]) == 0
     assert json.loads(out.read_text())["regions"][0]["score"] == 1.0
+
+
+def test_a_closed_pipe_ends_quietly_without_a_traceback(tiny_files, image_file):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "tapkit.cli.main", "predict", str(image_file), "--point", "10,10",
+               "--checkpoint", str(tiny_files.checkpoint)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before the JSON is printed
+    stderr = process.stderr.read().decode()
+    process.wait(120)
+    assert "Traceback" not in stderr and process.returncode == 141
