@@ -69,6 +69,28 @@ def test_identity_resize_is_skipped_with_the_same_masks():
     assert torch.equal(fast, two_step)
 
 
+def reference_upscale(logits, info, image_size):
+    """SAM's postprocess_masks written out: the whole padded square, cropped, resized."""
+    (rh, rw), (oh, ow) = info.resized_size, info.original_size
+    x = F.interpolate(logits[:, None], (image_size, image_size), mode="bilinear", align_corners=False)[..., :rh, :rw]
+    return F.interpolate(x, (oh, ow), mode="bilinear", align_corners=False)[:, 0]
+
+
+@pytest.mark.parametrize("low, image_size", [(16, 64), (32, 64), (24, 72), (16, 80), (20, 64)])
+def test_upscaling_only_the_image_part_gives_bit_identical_masks(low, image_size):
+    """Only the low-resolution rows/columns that reach the resized image are upscaled;
+    every resized shape (wide, tall, square, odd sizes, original larger or smaller)
+    gives exactly the full square's values. (20 -> 64 is not an integer factor: the
+    full path.)"""
+    gen = torch.Generator().manual_seed(low + image_size)
+    logits = torch.randn(2, low, low, generator=gen) * 4
+    for rh, rw in [(image_size, image_size), (image_size * 3 // 4, image_size), (image_size, image_size // 2 + 1),
+                   (1, image_size), (image_size - 1, 5), (image_size // 3, image_size // 3)]:
+        for oh, ow in [(rh, rw), (rh * 2 + 1, rw * 2 + 3), (max(1, rh // 2), max(1, rw // 3))]:
+            info = ResizeInfo((oh, ow), (rh, rw), 1.0)
+            assert torch.equal(upscale_logits(logits, info, image_size), reference_upscale(logits, info, image_size)), (rh, rw, oh, ow)
+
+
 @pytest.mark.parametrize("family", ["tap", "sam"])
 def test_decoders_inference_path_matches_the_training_path(family, tiny_model, tiny_sam):
     """Under inference_mode the decoders add in place and reuse buffers; with grad on they

@@ -33,12 +33,30 @@ __all__ = ["MASK_THRESHOLD", "DecodedPrompts", "ImageEmbedding", "Predictor", "u
 MASK_THRESHOLD = 0.0
 
 
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
 def upscale_logits(logits: torch.Tensor, info: ResizeInfo, image_size: int) -> torch.Tensor:
     """(N, 4h, 4w) low-resolution logits -> (N, H, W) logits at the original size: upscaled
     (bilinear) to the padded model input, cropped to the resized image, upscaled to the
-    original size (SAM's postprocess_masks; TAP's reference does the same)."""
+    original size (SAM's postprocess_masks; TAP's reference does the same).
+
+    Only the low-resolution rows and columns that reach the resized image are upscaled
+    (padding is never computed): with a factor f, output row y reads input rows
+    floor((y + 0.5) / f - 0.5) and the next, so rows up to ceil(rh / f) suffice, and
+    upscaling that crop by the same factor gives the same sampling positions and weights.
+    With f a power of two (4 for TAP and SAM) the values are bit-identical (tested); other
+    factors changed the last bit in PyTorch's kernel, so they take the whole square."""
     (rh, rw), (oh, ow) = info.resized_size, info.original_size
-    x = F.interpolate(logits.unsqueeze(1), (image_size, image_size), mode="bilinear", align_corners=False)[..., :rh, :rw]
+    lh, lw = logits.shape[-2:]
+    fh, fw = image_size // lh, image_size // lw
+    if (fh * lh, fw * lw) == (image_size, image_size) and _power_of_two(fh) and _power_of_two(fw):
+        mh, mw = min(lh, -(-rh // fh) + 1), min(lw, -(-rw // fw) + 1)
+        x = F.interpolate(logits[:, None, :mh, :mw], (mh * fh, mw * fw), mode="bilinear", align_corners=False)
+    else:
+        x = F.interpolate(logits.unsqueeze(1), (image_size, image_size), mode="bilinear", align_corners=False)
+    x = x[..., :rh, :rw]
     if (rh, rw) == (oh, ow):  # an image already at model scale: the second resize is the identity
         return x[:, 0]
     return F.interpolate(x, (oh, ow), mode="bilinear", align_corners=False)[:, 0]
