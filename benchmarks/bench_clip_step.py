@@ -30,7 +30,7 @@ def measure(path: str, overrides: list[str], steps: int) -> list[str]:
     cfg = load_config(path, overrides)
     model = stage.build_model(cfg)
     batches = stage.make_batches(cfg, model, 0, 1)
-    objective = stage.ClipObjective(model, cfg.clip.region_start)
+    objective = stage.ClipObjective(model, cfg.clip.region_start, cfg.clip.patch_loss_weight)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-5)
     data, compute, samples = [], [], []
     for step in range(steps + 1):  # step 0 warms up

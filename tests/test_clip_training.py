@@ -171,3 +171,45 @@ def test_regions_per_image_must_not_be_negative(tiny_world, clip_vocab, tmp_path
     raw["clip"]["regions_per_image"] = -1
     with pytest.raises(UserError, match="regions_per_image"):
         config_from_dict(raw)
+
+
+def test_the_dense_term_names_each_patch_by_the_region_covering_it(tiny_world, clip_vocab, tmp_path):
+    """region_owner points at the region sample covering the patch most (at least half),
+    -1 elsewhere; the shared pass gives region_embeddings' embeddings; the dense term
+    reaches the patch embedding and goes down when the patches match their texts."""
+    from tapkit.training.stages.clip import (ClipObjective, region_coverage, region_embeddings,
+                                             regions_and_patches)
+
+    raw = clip_config(tiny_world, clip_vocab, tmp_path / "p")
+    raw["clip"].update({"region_prob": 1.0, "region_size": 32, "region_start": 1, "regions_per_image": 0,
+                        "patch_loss_weight": 1.0})
+    cfg = config_from_dict(raw)
+    model = build_model(cfg).eval()
+    batches = make_batches(cfg, model, 0, 1)
+    batch = batches[1]
+    assert batch.region_owner.shape == (6, 16)
+    owned = batch.region_owner[batch.region_owner >= 0]
+    assert len(owned) and owned.max() < batch.tokens.shape[0]
+    # Recompute image 0's owners from its own regions' masks.
+    record, rgb = batches._image(1, 0)
+    drawn = batches.sample(1, 0)
+    cover = torch.stack([region_coverage(m, 4, 32).flatten() for m in drawn[3]])
+    best, which = cover.max(0)
+    assert torch.equal(batch.region_owner[0], torch.where(best >= 0.5, which, -1))
+    with torch.no_grad():
+        shared, patches = regions_and_patches(model, batch.region_images, batch.region_bias, 1)
+        alone = region_embeddings(model, batch.region_images, batch.region_bias, 1)
+    assert torch.allclose(shared, alone, atol=1e-5) and patches.shape == (6, 16, 16)
+    objective = ClipObjective(model.train(), 1, patch_weight=1.0)
+    out = objective(batch)
+    assert "patch" in out.parts and out.total > out.parts["contrastive"]
+    out.total.backward()
+    assert model.visual.transformer.resblocks[-1].mlp.c_proj.weight.grad.abs().sum() > 0
+    optimizer = torch.optim.Adam(model.parameters(), 1e-2)
+    first = out.parts["patch"]
+    for _ in range(15):
+        optimizer.zero_grad()
+        out = objective(batch)
+        out.total.backward()
+        optimizer.step()
+    assert objective(batch).parts["patch"] < first

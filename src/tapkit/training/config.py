@@ -108,6 +108,8 @@ class ClipTrainConfig:
     region_start: int = 3
     regions_per_image: int = 1
     region_hflip_prob: float = 0.0
+    # Weight of the dense term on region samples' patches (stage clip's ClipObjective).
+    patch_loss_weight: float = 0.0
 
     def __post_init__(self):
         if self.regions_per_image < 0:

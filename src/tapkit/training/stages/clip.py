@@ -29,7 +29,7 @@ from tapkit.models.clip.config import ClipConfig
 from tapkit.models.clip.model import ClipModel
 from tapkit.models.clip.preprocess import preprocess
 from tapkit.models.clip.tokenizer import ClipTokenizer
-from tapkit.models.san.recognition import clip_features, recognize
+from tapkit.models.san.recognition import biased_block, clip_features, pool_bias, recognize
 from tapkit.training.config import TrainConfig
 from tapkit.training.data import epoch_order, step_rng
 from tapkit.training.objectives import LossOutput
@@ -51,13 +51,20 @@ class ClipBatch:
     region_images: torch.Tensor | None = None
     region_bias: torch.Tensor | None = None
     region_valid: torch.Tensor | None = None
+    region_owner: torch.Tensor | None = None  # (M, g*g) the sample whose region covers the patch most (>= half), or -1
+
+
+def region_coverage(mask: np.ndarray, grid: int, size: int) -> torch.Tensor:
+    """(H, W) bool -> (grid, grid): the share of each patch of the image at `size` px the
+    region covers."""
+    m = torch.from_numpy(np.array(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.BILINEAR)))
+    return F.adaptive_avg_pool2d(m.float()[None, None] / 255, grid)[0, 0]
 
 
 def region_bias(mask: np.ndarray, grid: int, size: int) -> torch.Tensor:
     """(H, W) bool -> (grid, grid) additive bias: 0 on patches the region covers at least
     30 % of (and on its best-covered patch), -100 elsewhere."""
-    m = torch.from_numpy(np.array(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.BILINEAR)))
-    frac = F.adaptive_avg_pool2d(m.float()[None, None] / 255, grid)[0, 0]
+    frac = region_coverage(mask, grid, size)
     keep = (frac >= 0.3) | (frac == frac.max())
     return torch.where(keep, 0.0, -100.0)
 
@@ -147,7 +154,7 @@ class ClipBatches(torch.utils.data.Dataset):
         regions = [s for s in drawn if s[3] is not None]
         size, pre = self.model_cfg.vision.image_size, self.model_cfg.preprocess
         images = torch.stack([preprocess(np.ascontiguousarray(s[0]), size, pre) for s in plain]) if plain else None
-        region_images = biases = valid = None
+        region_images = biases = valid = owner = None
         if regions:
             rsize, grid = self.clip.region_size, self.clip.region_size // self.model_cfg.vision.patch_size
             region_images = torch.stack([preprocess(Image.fromarray(np.ascontiguousarray(s[0])).resize((rsize, rsize),
@@ -156,14 +163,21 @@ class ClipBatches(torch.utils.data.Dataset):
             most = max(len(s[3]) for s in regions)
             biases = torch.full((len(regions), most, grid, grid), -100.0)
             valid = torch.zeros(len(regions), most, dtype=torch.bool)
+            owner = torch.full((len(regions), grid * grid), -1, dtype=torch.long)
+            first = sum(len(s[1]) for s in plain)  # the batch index of the first region sample
             for i, s in enumerate(regions):
+                cover = torch.stack([region_coverage(mask, grid, rsize).flatten() for mask in s[3]])
                 for k, mask in enumerate(s[3]):
-                    biases[i, k], valid[i, k] = region_bias(mask, grid, rsize), True
+                    keep = (cover[k] >= 0.3) | (cover[k] == cover[k].max())
+                    biases[i, k], valid[i, k] = torch.where(keep, 0.0, -100.0).view(grid, grid), True
+                best, which = cover.max(0)
+                owner[i] = torch.where(best >= 0.5, first + which, -1)
+                first += len(s[3])
         texts = [t for s in plain + regions for t in s[1]]
         meanings = [m for s in plain + regions for m in s[2]]
         # Positives: the same meaning, or the same words (a one-shape scene's "a red circle").
         positives = torch.tensor([[ma == mb or ta == tb for mb, tb in zip(meanings, texts)] for ma, ta in zip(meanings, texts)])
-        return ClipBatch(images, self.tokenizer(texts), positives, region_images, biases, valid)
+        return ClipBatch(images, self.tokenizer(texts), positives, region_images, biases, valid, owner)
 
 
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, positives: torch.Tensor):
@@ -184,28 +198,64 @@ def region_embeddings(model: ClipModel, images: torch.Tensor, bias: torch.Tensor
     return recognize(visual, start, clip_features(visual, images, set(), start), heads_bias)
 
 
-class ClipObjective(nn.Module):
-    """The temperature is capped at 100, as open_clip clamps it."""
+def regions_and_patches(model: ClipModel, images: torch.Tensor, bias: torch.Tensor,
+                        start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """region_embeddings, and every patch token after the last block through ln_post and
+    proj: (M, K, D), (M, g*g, D), both L2-normalised."""
+    visual = model.visual
+    features = clip_features(visual, images, set(), start)
+    attn_bias = pool_bias(bias[:, None].expand(-1, visual.heads, -1, -1, -1), features.grid)
+    x = features.tokens
+    queries = x[:, :1].expand(-1, bias.shape[1], -1)
+    for block in visual.transformer.resblocks[start:]:
+        queries = biased_block(block, queries, x[:, 1:], attn_bias)
+        x = block(x)
+    return F.normalize(visual.head(queries), dim=-1), F.normalize(visual.head(x[:, 1:]), dim=-1)
 
-    def __init__(self, model: ClipModel, region_start: int = 3):
+
+class ClipObjective(nn.Module):
+    """The temperature is capped at 100, as open_clip clamps it. `patch_weight` > 0 adds a
+    dense term on region samples: each patch a region covers at least half of is an image
+    of that region's meaning against the batch's texts (patch -> text cross-entropy, the
+    targets spread over the positives), so the patches the mask bias lets the recognition
+    tokens see carry what the region is."""
+
+    def __init__(self, model: ClipModel, region_start: int = 3, patch_weight: float = 0.0):
         super().__init__()
-        self.model, self.region_start = model, region_start
+        self.model, self.region_start, self.patch_weight = model, region_start, patch_weight
 
     def forward(self, batch: ClipBatch) -> LossOutput:
         device = self.model.logit_scale.device
         text = F.normalize(self.model.encode_text(batch.tokens.to(device)), dim=-1)
         parts = [F.normalize(self.model.encode_image(batch.images.to(device)), dim=-1)] if batch.images is not None else []
+        patches = None
         if batch.region_images is not None:
-            regions = region_embeddings(self.model, batch.region_images.to(device), batch.region_bias.to(device),
-                                        self.region_start)
+            images, bias = batch.region_images.to(device), batch.region_bias.to(device)
+            if self.patch_weight > 0:
+                regions, patches = regions_and_patches(self.model, images, bias, self.region_start)
+            else:
+                regions = region_embeddings(self.model, images, bias, self.region_start)
             parts.append(regions[batch.region_valid.to(device)])
         image = torch.cat(parts)
         scale = self.model.logit_scale.exp().clamp(max=100.0)
         positives = batch.positives.to(device)
         loss, logits = contrastive_loss(image, text, scale, positives)
         right = positives[torch.arange(len(positives), device=device), logits.argmax(1)].float().mean()
-        return LossOutput(loss, {"contrastive": float(loss.detach()), "image_to_text_top1": float(right),
-                                 "logit_scale": float(scale.detach())})
+        parts_out = {"contrastive": float(loss.detach()), "image_to_text_top1": float(right),
+                     "logit_scale": float(scale.detach())}
+        total = loss
+        if patches is not None:
+            owner = batch.region_owner.to(device)
+            owned = owner >= 0
+            if owned.any():
+                target = positives[owner[owned]].float()
+                target = target / target.sum(1, keepdim=True)
+                patch_logits = scale * patches[owned] @ text.t()
+                dense = torch.sum(-target * F.log_softmax(patch_logits, 1), 1).mean()
+                total = total + self.patch_weight * dense
+                parts_out["patch"] = float(dense.detach())
+                parts_out["patch_top1"] = float(target.gather(1, patch_logits.argmax(1, keepdim=True)).gt(0).float().mean())
+        return LossOutput(total, parts_out)
 
 
 def build_model(cfg: TrainConfig) -> ClipModel:
@@ -249,7 +299,7 @@ def freeze(model: ClipModel, cfg: TrainConfig) -> None:
 STAGE = Stage(
     build_model=build_model,
     freeze=freeze,
-    objective=lambda model, cfg: ClipObjective(model, cfg.clip.region_start),
+    objective=lambda model, cfg: ClipObjective(model, cfg.clip.region_start, cfg.clip.patch_loss_weight),
     batches=lambda cfg, model, info: make_batches(cfg, model, info.rank, info.world_size),
     export=lambda model, full_state: dict(full_state),
 )
