@@ -128,7 +128,8 @@ def test_region_samples_run_sans_recognition_with_the_mask_as_bias(tiny_world, c
     model = build_model(cfg)
     batch = make_batches(cfg, model, 0, 1)[3]
     regions = batch.region_images.shape[0]
-    assert 0 < regions < 6 and batch.images.shape[0] == 6 - regions and batch.region_bias.shape == (regions, 4, 4)
+    assert 0 < regions < 6 and batch.images.shape[0] == 6 - regions and batch.region_bias.shape == (regions, 1, 4, 4)
+    assert batch.region_valid.all()
     assert batch.tokens.shape[0] == 6 and batch.positives.shape == (6, 6)
     out = ClipObjective(model, 1)(batch)
     out.total.backward()
@@ -137,3 +138,78 @@ def test_region_samples_run_sans_recognition_with_the_mask_as_bias(tiny_world, c
     mask[:10, :10] = True
     bias = region_bias(mask, 4, 32)
     assert bias[0, 0] == 0 and (bias.flatten()[1:] == -100).all()
+
+
+def test_one_pass_recognises_several_regions_of_an_image_as_one_at_a_time(tiny_world, clip_vocab, tmp_path):
+    """regions_per_image: 0 takes every named region of a region sample's image; each
+    region's embedding from the shared pass equals the one recognised alone."""
+    from tapkit.training.stages.clip import ClipObjective, region_embeddings
+
+    raw = clip_config(tiny_world, clip_vocab, tmp_path / "m")
+    raw["clip"].update({"region_prob": 1.0, "region_size": 32, "region_start": 1, "regions_per_image": 0,
+                        "region_hflip_prob": 0.5})
+    cfg = config_from_dict(raw)
+    model = build_model(cfg).eval()
+    batch = make_batches(cfg, model, 0, 1)[2]
+    assert batch.images is None and batch.region_images.shape[0] == 6
+    count = int(batch.region_valid.sum())
+    assert count > 6 and batch.tokens.shape[0] == count and batch.positives.shape == (count, count)
+    with torch.no_grad():
+        shared = region_embeddings(model, batch.region_images, batch.region_bias, 1)
+        i, k = [int(v) for v in batch.region_valid.nonzero()[-1]]
+        alone = region_embeddings(model, batch.region_images[i:i + 1], batch.region_bias[i:i + 1, k:k + 1], 1)
+    assert torch.allclose(shared[i, k], alone[0, 0], atol=1e-5)
+    out = ClipObjective(model.train(), 1)(batch)
+    out.total.backward()
+    assert torch.isfinite(out.total)
+
+
+def test_regions_per_image_must_not_be_negative(tiny_world, clip_vocab, tmp_path):
+    from tapkit.errors import UserError
+
+    raw = clip_config(tiny_world, clip_vocab, tmp_path / "n")
+    raw["clip"]["regions_per_image"] = -1
+    with pytest.raises(UserError, match="regions_per_image"):
+        config_from_dict(raw)
+
+
+def test_the_dense_term_names_each_patch_by_the_region_covering_it(tiny_world, clip_vocab, tmp_path):
+    """region_owner points at the region sample covering the patch most (at least half),
+    -1 elsewhere; the shared pass gives region_embeddings' embeddings; the dense term
+    reaches the patch embedding and goes down when the patches match their texts."""
+    from tapkit.training.stages.clip import (ClipObjective, region_coverage, region_embeddings,
+                                             regions_and_patches)
+
+    raw = clip_config(tiny_world, clip_vocab, tmp_path / "p")
+    raw["clip"].update({"region_prob": 1.0, "region_size": 32, "region_start": 1, "regions_per_image": 0,
+                        "patch_loss_weight": 1.0})
+    cfg = config_from_dict(raw)
+    model = build_model(cfg).eval()
+    batches = make_batches(cfg, model, 0, 1)
+    batch = batches[1]
+    assert batch.region_owner.shape == (6, 16)
+    owned = batch.region_owner[batch.region_owner >= 0]
+    assert len(owned) and owned.max() < batch.tokens.shape[0]
+    # Recompute image 0's owners from its own regions' masks.
+    record, rgb = batches._image(1, 0)
+    drawn = batches.sample(1, 0)
+    cover = torch.stack([region_coverage(m, 4, 32).flatten() for m in drawn[3]])
+    best, which = cover.max(0)
+    assert torch.equal(batch.region_owner[0], torch.where(best >= 0.5, which, -1))
+    with torch.no_grad():
+        shared, patches = regions_and_patches(model, batch.region_images, batch.region_bias, 1)
+        alone = region_embeddings(model, batch.region_images, batch.region_bias, 1)
+    assert torch.allclose(shared, alone, atol=1e-5) and patches.shape == (6, 16, 16)
+    objective = ClipObjective(model.train(), 1, patch_weight=1.0)
+    out = objective(batch)
+    assert "patch" in out.parts and out.total > out.parts["contrastive"]
+    out.total.backward()
+    assert model.visual.transformer.resblocks[-1].mlp.c_proj.weight.grad.abs().sum() > 0
+    optimizer = torch.optim.Adam(model.parameters(), 1e-2)
+    first = out.parts["patch"]
+    for _ in range(15):
+        optimizer.zero_grad()
+        out = objective(batch)
+        out.total.backward()
+        optimizer.step()
+    assert objective(batch).parts["patch"] < first

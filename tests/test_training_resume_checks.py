@@ -44,3 +44,19 @@ def test_resume_with_another_architecture_is_refused_even_when_asked(tiny_world,
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert "another architecture" in err and "image_encoder.depth: 4 -> 8" in err
     assert (tmp_path / "run" / "checkpoint.pt").is_file()  # the run that was there is kept
+
+
+def test_stop_after_ends_the_run_at_a_checkpoint_and_resuming_finishes_it(tiny_world, tmp_path, capsys, one_torch_thread):
+    import json
+
+    from tapkit.training.checkpoint import load_train_state
+
+    config = _config(tmp_path, tiny_world)
+    code, err = _train(capsys, config, "--stop-after", "1")
+    assert code == 0, err
+    assert load_train_state(tmp_path / "run").step == 1 and not (tmp_path / "run" / "model.safetensors").exists()
+    code, err = _train(capsys, config)
+    assert code == 0 and "at step 1 of 2" in err, err
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+    assert _train(capsys, config, "--stop-after", "0")[0] == 2

@@ -23,6 +23,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("config", help="YAML config (see configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="end this run after N steps (a checkpoint is written there; running again resumes)")
     p.add_argument("--allow-config-change", action="store_true",
                    help="resume even though the config differs from the checkpoint's (learning rate, batch size, steps, "
                         "...); the changes are printed. Another architecture is always refused")
@@ -30,11 +32,16 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from tapkit.errors import UserError
     from tapkit.training.config import load_config
     from tapkit.training.engine import train
 
-    result = train(load_config(args.config, args.set), progress=not args.no_progress,
+    if args.stop_after is not None and args.stop_after < 1:
+        raise UserError(f"--stop-after must be at least 1, got {args.stop_after}")
+    result = train(load_config(args.config, args.set), progress=not args.no_progress, stop_after=args.stop_after,
                    allow_config_change=args.allow_config_change)
     if result.export is not None:
         print(f"trained {result.steps} steps, loss {result.first_loss} -> {result.final_loss}; weights: {result.export}")
+    elif args.stop_after is not None:
+        print(f"stopped after {args.stop_after} steps; the checkpoint is in the run's out_dir")
     return 0

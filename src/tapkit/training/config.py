@@ -100,10 +100,20 @@ class ClipTrainConfig:
     hflip_prob: float = 0.5  # crops only (scene captions say left and right)
     # Region samples, in the regime SAN recognises in: the whole image at region_size, the
     # class token entering block region_start copied and run through the last blocks with
-    # one region's mask as its attention bias, paired with the region's text.
+    # one region's mask as its attention bias, paired with the region's text. One pass over
+    # the image recognises up to regions_per_image of its regions (0: all), one extra token
+    # each, as SAN recognises its queries; the image is flipped with region_hflip_prob.
     region_prob: float = 0.0
     region_size: int = 128
     region_start: int = 3
+    regions_per_image: int = 1
+    region_hflip_prob: float = 0.0
+    # Weight of the dense term on region samples' patches (stage clip's ClipObjective).
+    patch_loss_weight: float = 0.0
+
+    def __post_init__(self):
+        if self.regions_per_image < 0:
+            raise UserError(f"clip.regions_per_image must be 0 (all) or more, got {self.regions_per_image}")
 
 
 @dataclass

@@ -29,7 +29,7 @@ from tapkit.models.clip.config import ClipConfig
 from tapkit.models.clip.model import ClipModel
 from tapkit.models.clip.preprocess import preprocess
 from tapkit.models.clip.tokenizer import ClipTokenizer
-from tapkit.models.san.recognition import clip_features, recognize
+from tapkit.models.san.recognition import biased_block, clip_features, pool_bias, recognize
 from tapkit.training.config import TrainConfig
 from tapkit.training.data import epoch_order, step_rng
 from tapkit.training.objectives import LossOutput
@@ -38,23 +38,33 @@ from tapkit.training.stages import Stage
 
 @dataclass
 class ClipBatch:
-    """images (B - R, 3, S, S) normalized crops and scenes; region_images (R, 3, S', S')
-    whole images whose region sample's attention bias is region_bias (R, g, g) on the
-    CLIP grid; tokens (B, L), the crops' texts first; positives (B, B) bool, [i, j] when
-    sample i's image and sample j's text mean the same thing (the diagonal included)."""
+    """images (P, 3, S, S) normalized crops and scenes; region_images (M, 3, S', S') whole
+    images, each with up to K region samples: region_bias (M, K, g, g) their attention
+    biases on the CLIP grid, region_valid (M, K) bool which of the K slots are samples
+    (R of them in all); tokens (P + R, L), the crops' texts first, then the regions' in
+    (image, slot) order; positives (P + R, P + R) bool, [i, j] when sample i's image and
+    sample j's text mean the same thing (the diagonal included)."""
 
-    images: torch.Tensor
+    images: torch.Tensor | None
     tokens: torch.Tensor
     positives: torch.Tensor
     region_images: torch.Tensor | None = None
     region_bias: torch.Tensor | None = None
+    region_valid: torch.Tensor | None = None
+    region_owner: torch.Tensor | None = None  # (M, g*g) the sample whose region covers the patch most (>= half), or -1
+
+
+def region_coverage(mask: np.ndarray, grid: int, size: int) -> torch.Tensor:
+    """(H, W) bool -> (grid, grid): the share of each patch of the image at `size` px the
+    region covers."""
+    m = torch.from_numpy(np.array(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.BILINEAR)))
+    return F.adaptive_avg_pool2d(m.float()[None, None] / 255, grid)[0, 0]
 
 
 def region_bias(mask: np.ndarray, grid: int, size: int) -> torch.Tensor:
     """(H, W) bool -> (grid, grid) additive bias: 0 on patches the region covers at least
     30 % of (and on its best-covered patch), -100 elsewhere."""
-    m = torch.from_numpy(np.array(Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.BILINEAR)))
-    frac = F.adaptive_avg_pool2d(m.float()[None, None] / 255, grid)[0, 0]
+    frac = region_coverage(mask, grid, size)
     keep = (frac >= 0.3) | (frac == frac.max())
     return torch.where(keep, 0.0, -100.0)
 
@@ -115,41 +125,59 @@ class ClipBatches(torch.utils.data.Dataset):
                 return record, rgb
         raise RuntimeError(f"too many unreadable images ({self.skips.examples})")
 
-    def sample(self, step: int, slot: int) -> tuple[np.ndarray, str, str, np.ndarray | None]:
-        """-> (image, text, meaning, region mask): meaning is the concept of a crop or a
-        region sample, the text of a scene; the mask only for region samples."""
+    def sample(self, step: int, slot: int) -> tuple[np.ndarray, list[str], list[str], list[np.ndarray] | None]:
+        """-> (image, texts, meanings, region masks): one text for a crop or a scene, up
+        to `regions_per_image` for a region sample (its regions in random order, each with
+        its mask); a meaning is the concept of a crop or a region, the text of a scene."""
         record, rgb = self._image(step, slot)
         rng = step_rng(self.seed, step, self.rank, slot + 1)
         regions = [r for r in record.regions if r.concept]
         if self.clip.region_prob and rng.random() < self.clip.region_prob:
-            region = regions[int(rng.integers(len(regions)))]
-            return rgb, crop_text(region, rng), region.concept, region.mask(rgb.shape[0], rgb.shape[1])
+            keep = self.clip.regions_per_image or len(regions)
+            chosen = [regions[int(k)] for k in rng.permutation(len(regions))[:keep]]
+            masks = [r.mask(rgb.shape[0], rgb.shape[1]) for r in chosen]
+            if rng.random() < self.clip.region_hflip_prob:
+                rgb, masks = rgb[:, ::-1], [m[:, ::-1] for m in masks]
+            return rgb, [crop_text(r, rng) for r in chosen], [r.concept for r in chosen], masks
         if rng.random() < self.clip.scene_prob:
             text = scene_text(regions, rng)
-            return rgb, text, text, None
+            return rgb, [text], [text], None
         region = regions[int(rng.integers(len(regions)))]
         crop = square_crop(rgb, region.bbox, rng.uniform(*self.clip.crop_margin), tuple(rng.uniform(-0.1, 0.1, 2)))
         if rng.random() < self.clip.hflip_prob:
             crop = crop[:, ::-1]
-        return crop, crop_text(region, rng), region.concept, None
+        return crop, [crop_text(region, rng)], [region.concept], None
 
     def __getitem__(self, step: int) -> ClipBatch:
         drawn = [self.sample(step, slot) for slot in range(self.batch)]
-        samples = [s for s in drawn if s[3] is None] + [s for s in drawn if s[3] is not None]
+        plain = [s for s in drawn if s[3] is None]
+        regions = [s for s in drawn if s[3] is not None]
         size, pre = self.model_cfg.vision.image_size, self.model_cfg.preprocess
-        plain = [s for s in samples if s[3] is None]
         images = torch.stack([preprocess(np.ascontiguousarray(s[0]), size, pre) for s in plain]) if plain else None
-        regions = [s for s in samples if s[3] is not None]
-        region_images = region_biases = None
+        region_images = biases = valid = owner = None
         if regions:
             rsize, grid = self.clip.region_size, self.clip.region_size // self.model_cfg.vision.patch_size
-            region_images = torch.stack([preprocess(Image.fromarray(s[0]).resize((rsize, rsize), Image.BICUBIC), rsize, pre)
+            region_images = torch.stack([preprocess(Image.fromarray(np.ascontiguousarray(s[0])).resize((rsize, rsize),
+                                                                                                       Image.BICUBIC), rsize, pre)
                                          for s in regions])
-            region_biases = torch.stack([region_bias(s[3], grid, rsize) for s in regions])
+            most = max(len(s[3]) for s in regions)
+            biases = torch.full((len(regions), most, grid, grid), -100.0)
+            valid = torch.zeros(len(regions), most, dtype=torch.bool)
+            owner = torch.full((len(regions), grid * grid), -1, dtype=torch.long)
+            first = sum(len(s[1]) for s in plain)  # the batch index of the first region sample
+            for i, s in enumerate(regions):
+                cover = torch.stack([region_coverage(mask, grid, rsize).flatten() for mask in s[3]])
+                for k, mask in enumerate(s[3]):
+                    keep = (cover[k] >= 0.3) | (cover[k] == cover[k].max())
+                    biases[i, k], valid[i, k] = torch.where(keep, 0.0, -100.0).view(grid, grid), True
+                best, which = cover.max(0)
+                owner[i] = torch.where(best >= 0.5, first + which, -1)
+                first += len(s[3])
+        texts = [t for s in plain + regions for t in s[1]]
+        meanings = [m for s in plain + regions for m in s[2]]
         # Positives: the same meaning, or the same words (a one-shape scene's "a red circle").
-        keys = [(s[2], s[1]) for s in samples]
-        positives = torch.tensor([[a[0] == b[0] or a[1] == b[1] for b in keys] for a in keys])
-        return ClipBatch(images, self.tokenizer([s[1] for s in samples]), positives, region_images, region_biases)
+        positives = torch.tensor([[ma == mb or ta == tb for mb, tb in zip(meanings, texts)] for ma, ta in zip(meanings, texts)])
+        return ClipBatch(images, self.tokenizer(texts), positives, region_images, biases, valid, owner)
 
 
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, positives: torch.Tensor):
@@ -163,34 +191,71 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tenso
 
 
 def region_embeddings(model: ClipModel, images: torch.Tensor, bias: torch.Tensor, start: int) -> torch.Tensor:
-    """SAN's recognition of one region per image: images (R, 3, S, S), bias (R, g, g) ->
-    (R, D) L2-normalised."""
+    """SAN's recognition of K regions per image in one pass over it: images (M, 3, S, S),
+    bias (M, K, g, g) -> (M, K, D) L2-normalised."""
     visual = model.visual
-    heads_bias = bias[:, None, None].expand(-1, visual.heads, 1, -1, -1)
-    return recognize(visual, start, clip_features(visual, images, set(), start), heads_bias)[:, 0]
+    heads_bias = bias[:, None].expand(-1, visual.heads, -1, -1, -1)
+    return recognize(visual, start, clip_features(visual, images, set(), start), heads_bias)
+
+
+def regions_and_patches(model: ClipModel, images: torch.Tensor, bias: torch.Tensor,
+                        start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """region_embeddings, and every patch token after the last block through ln_post and
+    proj: (M, K, D), (M, g*g, D), both L2-normalised."""
+    visual = model.visual
+    features = clip_features(visual, images, set(), start)
+    attn_bias = pool_bias(bias[:, None].expand(-1, visual.heads, -1, -1, -1), features.grid)
+    x = features.tokens
+    queries = x[:, :1].expand(-1, bias.shape[1], -1)
+    for block in visual.transformer.resblocks[start:]:
+        queries = biased_block(block, queries, x[:, 1:], attn_bias)
+        x = block(x)
+    return F.normalize(visual.head(queries), dim=-1), F.normalize(visual.head(x[:, 1:]), dim=-1)
 
 
 class ClipObjective(nn.Module):
-    """The temperature is capped at 100, as open_clip clamps it."""
+    """The temperature is capped at 100, as open_clip clamps it. `patch_weight` > 0 adds a
+    dense term on region samples: each patch a region covers at least half of is an image
+    of that region's meaning against the batch's texts (patch -> text cross-entropy, the
+    targets spread over the positives), so the patches the mask bias lets the recognition
+    tokens see carry what the region is."""
 
-    def __init__(self, model: ClipModel, region_start: int = 3):
+    def __init__(self, model: ClipModel, region_start: int = 3, patch_weight: float = 0.0):
         super().__init__()
-        self.model, self.region_start = model, region_start
+        self.model, self.region_start, self.patch_weight = model, region_start, patch_weight
 
     def forward(self, batch: ClipBatch) -> LossOutput:
         device = self.model.logit_scale.device
         text = F.normalize(self.model.encode_text(batch.tokens.to(device)), dim=-1)
         parts = [F.normalize(self.model.encode_image(batch.images.to(device)), dim=-1)] if batch.images is not None else []
+        patches = None
         if batch.region_images is not None:
-            parts.append(region_embeddings(self.model, batch.region_images.to(device), batch.region_bias.to(device),
-                                           self.region_start))
+            images, bias = batch.region_images.to(device), batch.region_bias.to(device)
+            if self.patch_weight > 0:
+                regions, patches = regions_and_patches(self.model, images, bias, self.region_start)
+            else:
+                regions = region_embeddings(self.model, images, bias, self.region_start)
+            parts.append(regions[batch.region_valid.to(device)])
         image = torch.cat(parts)
         scale = self.model.logit_scale.exp().clamp(max=100.0)
         positives = batch.positives.to(device)
         loss, logits = contrastive_loss(image, text, scale, positives)
         right = positives[torch.arange(len(positives), device=device), logits.argmax(1)].float().mean()
-        return LossOutput(loss, {"contrastive": float(loss.detach()), "image_to_text_top1": float(right),
-                                 "logit_scale": float(scale.detach())})
+        parts_out = {"contrastive": float(loss.detach()), "image_to_text_top1": float(right),
+                     "logit_scale": float(scale.detach())}
+        total = loss
+        if patches is not None:
+            owner = batch.region_owner.to(device)
+            owned = owner >= 0
+            if owned.any():
+                target = positives[owner[owned]].float()
+                target = target / target.sum(1, keepdim=True)
+                patch_logits = scale * patches[owned] @ text.t()
+                dense = torch.sum(-target * F.log_softmax(patch_logits, 1), 1).mean()
+                total = total + self.patch_weight * dense
+                parts_out["patch"] = float(dense.detach())
+                parts_out["patch_top1"] = float(target.gather(1, patch_logits.argmax(1, keepdim=True)).gt(0).float().mean())
+        return LossOutput(total, parts_out)
 
 
 def build_model(cfg: TrainConfig) -> ClipModel:
@@ -234,7 +299,7 @@ def freeze(model: ClipModel, cfg: TrainConfig) -> None:
 STAGE = Stage(
     build_model=build_model,
     freeze=freeze,
-    objective=lambda model, cfg: ClipObjective(model, cfg.clip.region_start),
+    objective=lambda model, cfg: ClipObjective(model, cfg.clip.region_start, cfg.clip.patch_loss_weight),
     batches=lambda cfg, model, info: make_batches(cfg, model, info.rank, info.world_size),
     export=lambda model, full_state: dict(full_state),
 )
