@@ -64,6 +64,6 @@ def tiny_train_config(world: TinyWorld, out_dir: Path, stage: str = "segment", *
         node = cfg
         *path, last = key.split(".")
         for part in path:
-            node = node[part]
+            node = node.setdefault(part, {})
         node[last] = value
     return cfg

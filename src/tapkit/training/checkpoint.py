@@ -17,7 +17,7 @@ from tapkit.utils.atomic import write_with
 CHECKPOINT_NAME = "checkpoint.pt"
 # Config keys a resumed run may change freely: they say how often to log and save and
 # where to run, not what is trained.
-FREE_ON_RESUME = ("log_every", "ckpt_every", "device", "data.num_workers")
+FREE_ON_RESUME = ("log_every", "ckpt_every", "device", "data.num_workers", "cache_embeddings")
 
 
 @dataclass

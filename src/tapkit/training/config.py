@@ -51,6 +51,19 @@ class LossConfig:
     concept: float = 1.0
     caption: float = 1.0
     label_smoothing: float = 0.1
+    # Stage caption, when the image decoder trains: keep its masks, mask scores and concept
+    # logits near those of model.init_from's decoder (a frozen copy), weight `distill`.
+    distill: float = 0.0
+    # Stage caption: the text decoder's output at the semantic token's position predicts
+    # which tokenizer pieces the caption holds (multi-label), weight `words`: a direct
+    # signal to the semantic token for every word, the related shape's included.
+    words: float = 0.0
+    # Stage caption: one head (the first) of the final token -> image attention of the
+    # routed semantic token is taught to look at the nearest other region (its box,
+    # cross-entropy to a uniform target over the box's cells), weight `neighbour`: the
+    # relation's 'related shape' is the nearest other one, which the caption loss alone
+    # did not teach it to find.
+    neighbour: float = 0.0
 
 
 @dataclass
@@ -186,6 +199,9 @@ class TrainConfig:
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed
     interactive_prob: float = 0.5  # 2-stage interactive sampling vs non-interactive
     caption_point_prob: float = 0.5  # caption stage: point prompt from the predicted mask vs box
+    # Caption stage with a frozen image encoder: encode every training image once before
+    # the first step and train on the cached embeddings (same batches, no encoder cost).
+    cache_embeddings: bool = False
     log_every: int = 10
     ckpt_every: int = 100
     export: str | None = None  # final weights as .safetensors (default: OUT_DIR/model.safetensors)
@@ -207,6 +223,8 @@ class TrainConfig:
             raise UserError(f"optim.schedule must be cosine or poly, got '{self.optim.schedule}'")
         if self.distributed not in ("ddp", "fsdp"):
             raise UserError(f"distributed must be ddp or fsdp, got '{self.distributed}'")
+        if self.cache_embeddings and self.stage != "caption":
+            raise UserError(f"cache_embeddings is an option of stage caption, not of stage {self.stage}")
 
 
 def _build(cls, data, where: str):

@@ -53,5 +53,17 @@ def caption_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int,
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index, label_smoothing=smoothing)
 
 
+def caption_words(logits: torch.Tensor, targets: torch.Tensor, special: tuple[int, ...]) -> torch.Tensor:
+    """Multi-label BCE: which pieces (not `special` ones: BOS, EOS, padding) each caption
+    holds. logits (B, V), targets (B, T) token ids (padding may be >= V); mean over
+    captions and the vocabulary."""
+    vocab = logits.shape[1]
+    ignored = [i for i in special if 0 <= i < vocab]
+    present = torch.zeros_like(logits, dtype=torch.float32)
+    present.scatter_(1, targets.masked_fill(targets.ge(vocab), ignored[0]), 1.0)
+    present[:, ignored] = 0.0
+    return F.binary_cross_entropy_with_logits(logits.float(), present)
+
+
 def is_box_prompt(labels: torch.Tensor) -> torch.Tensor:
     return labels[:, 0].eq(BOX_TOP_LEFT)

@@ -99,12 +99,29 @@ class TwoWayTransformer(nn.Module):
         embedding, shared by all prompts when its batch size is 1; key_pos: (HW, C).
         Until the first image update the image side is the same for every prompt, so
         its projections run once for the whole batch."""
+        return self.final(*self.run_blocks(query, key, key_pos), key_pos, query)
+
+    def run_blocks(self, query, key, key_pos):
+        """The two-way blocks: (tokens entering the final attention, updated image keys)."""
         query_pos = query
         for block in self.blocks:
             query, key = block(query, key, query_pos, key_pos)
+        return query, key
+
+    def final(self, query, key, key_pos, query_pos):
+        """The final token -> image attention: (tokens, image keys); query_pos is the
+        transformer's input tokens."""
         q, k = query + query_pos, key + key_pos
         query = self.norm(self.dropout(self.final_attn_token_to_image(q, k, key)) + query)
         return query, key
+
+    def final_attention_logits(self, query, key, key_pos, query_pos) -> torch.Tensor:
+        """Pre-softmax weights of the final token -> image attention of one token per
+        prompt: query, query_pos (N, C); key (N, HW, C); returns (N, heads, HW)."""
+        attn = self.final_attn_token_to_image
+        q = attn.q_proj(query + query_pos).view(query.shape[0], attn.num_heads, attn.head_dim)
+        k = attn.k_proj(key + key_pos).view(key.shape[0], key.shape[1], attn.num_heads, attn.head_dim)
+        return torch.einsum("nhd,nkhd->nhk", q, k) * attn.head_dim**-0.5
 
 
 class MLPHead(nn.Module):
@@ -161,7 +178,8 @@ class ImageDecoder(nn.Module):
         learned = torch.cat([self.sem_tokens.weight, self.iou_token.weight, self.mask_tokens.weight])
         tokens = torch.cat([learned.unsqueeze(0).expand(n, -1, -1), prompt_tokens], dim=1)
         key = image_embed.flatten(2).transpose(1, 2)
-        query, key = self.transformer(tokens, key, image_pos)
+        block_tokens, block_keys = self.transformer.run_blocks(tokens, key, image_pos)
+        query, key = self.transformer.final(block_tokens, block_keys, image_pos, tokens)
         # The reference's view of the (N, HW, C) keys as an (N, C, h, w) map (channels-last
         # strides), so the convolutions take it without a copy and use the same kernels.
         upscaled = upscale_embedding(self.output_conv, key.transpose(1, 2).view(-1, c, h, w))
@@ -178,15 +196,17 @@ class ImageDecoder(nn.Module):
             sem_tokens=sem_tokens,
             sem_embeds=self.sem_pred(sem_tokens),
         )
-        return TapDecoding(output, tokens, query, key)
+        return TapDecoding(output, tokens, query, key, block_tokens)
 
 
 @dataclass
 class TapDecoding:
     """The decoder's output plus its transformer's input `tokens` (N, T, C), output
-    `state_tokens` (N, T, C) and updated image keys `state_keys` (N, HW, C)."""
+    `state_tokens` (N, T, C), updated image keys `state_keys` (N, HW, C) and the tokens
+    entering its final attention, `block_tokens` (N, T, C)."""
 
     output: DecoderOutput
     tokens: torch.Tensor
     state_tokens: torch.Tensor
     state_keys: torch.Tensor
+    block_tokens: torch.Tensor

@@ -152,9 +152,14 @@ class TextDecoder(nn.Module):
         """Teacher-forced logits. prompts: (B, P, prompt_dim) semantic tokens;
         tokens: (B, T) starting with BOS. Returns float32 logits (B, T, vocab):
         position t predicts token t + 1."""
+        return self.teacher_forced(prompts, tokens)[0]
+
+    def teacher_forced(self, prompts: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward`'s logits (B, T, vocab), and the logits (B, P, vocab) at the prompts'
+        own positions, which decoding never reads (training may give them a task)."""
         x = torch.cat([self.encoder(prompts), self.transformer.tok_embeddings(tokens)], dim=1)
-        x = self._run(x, 0, None)
-        return self.transformer.text_proj(self.transformer.norm(x[:, prompts.shape[1] :])).float()
+        logits = self.transformer.text_proj(self.transformer.norm(self._run(x, 0, None))).float()
+        return logits[:, prompts.shape[1] :], logits[:, : prompts.shape[1]]
 
     def prefill(self, prompts: torch.Tensor, bos: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Starts decoding: consumes [prompts, BOS], returns the next-token logits (B, vocab)."""

@@ -42,7 +42,19 @@ def freeze(model: TapModel, cfg: TrainConfig) -> None:
 
 
 def objective(model: TapModel, cfg: TrainConfig) -> nn.Module:
-    return TapObjective(model, cfg.loss, cfg.interactive_prob, cfg.caption_point_prob)
+    return TapObjective(model, cfg.loss, cfg.interactive_prob, cfg.caption_point_prob, distillation_teacher(model, cfg))
+
+
+def distillation_teacher(model: TapModel, cfg: TrainConfig) -> TapModel | None:
+    """Stage caption with `loss.distill`: model.init_from loaded again and frozen, so a
+    resumed run distils towards the same decoder as the run it continues."""
+    if cfg.stage != "caption" or not cfg.loss.distill:
+        return None
+    if not cfg.model.init_from:
+        raise UserError("loss.distill keeps the image decoder near model.init_from's: set model.init_from")
+    teacher = load_model(cfg.model.init_from, device="cpu").to(model.device)
+    teacher.text_decoder = None
+    return teacher
 
 
 def export(model: TapModel, full_state: dict) -> dict:
