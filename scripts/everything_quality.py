@@ -94,6 +94,10 @@ def main() -> None:
     parser.add_argument("--nms-grid", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     parser.add_argument("--mask-nms-grid", type=float, nargs="+", default=[1.0])
     parser.add_argument("--mask-nms-thresh", type=float)
+    parser.add_argument("--max-border-connectivity", type=float)
+    parser.add_argument("--concept-vote-iou", type=float)
+    parser.add_argument("--crop-layers", type=int)
+    parser.add_argument("--rank-by", choices=("iou", "stability"))
     parser.add_argument("--output", help="write the JSON results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -111,7 +115,8 @@ def main() -> None:
         flags = {"points_per_side": args.points_per_side[0] if args.points_per_side else None,
                  "pred_iou_thresh": args.pred_iou_thresh, "stability_thresh": args.stability_thresh,
                  "box_nms_thresh": args.nms_thresh, "masks_per_point": args.masks_per_point,
-                 "mask_nms_thresh": args.mask_nms_thresh}
+                 "mask_nms_thresh": args.mask_nms_thresh, "max_border_connectivity": args.max_border_connectivity,
+                 "concept_vote_iou": args.concept_vote_iou, "crop_layers": args.crop_layers, "rank_by": args.rank_by}
         config = EverythingConfig.for_model(model, captions=False, **{k: v for k, v in flags.items() if v is not None})
         generator = EverythingGenerator(model, config)
         result = {}
@@ -123,7 +128,7 @@ def main() -> None:
             print(f"| {d} | {q.images} | {q.shapes} | {q.regions} | {q.recall:.3f} | {q.precision:.3f} | {q.duplicates} | {q.images_with_duplicates} | {q.max_kept_box_iou:.3f} |")
         print("settings:", json.dumps({k: v for k, v in dataclasses.asdict(config).items()
                                        if k in ("points_per_side", "masks_per_point", "pred_iou_thresh", "stability_thresh", "box_nms_thresh",
-                                                "mask_nms_thresh")}))
+                                                "mask_nms_thresh", "max_border_connectivity", "concept_vote_iou", "crop_layers", "rank_by")}))
     if args.output:
         from tapkit.utils.atomic import write_text_atomic
 

@@ -104,3 +104,17 @@ def test_mask_nms_drops_a_mask_whose_far_island_hides_it_from_box_nms():
     # subsampled for large masks: the same answer on a 4x larger copy
     big = [np.kron(m, np.ones((4, 4), bool)) for m in (shape, with_island, other)]
     assert mask_nms(big, [0.8, 0.9, 0.7], 0.5, max_side=40) == [1, 2]
+
+
+def test_border_connectivity_is_border_pixels_over_root_area():
+    from tapkit.everything.filters import border_connectivity
+
+    masks = torch.zeros(4, 20, 30, dtype=torch.bool)
+    masks[0, 5:9, 5:9] = True  # inside: 0
+    masks[1, 0:4, :] = True  # a strip along the top: 30 border pixels of 30 + 2 * 3 = 36 on the ring
+    masks[2, 16:20, 26:30] = True  # a corner square: 7 ring pixels (the corner once), area 16
+    # masks[3] empty
+    assert border_connectivity(masks).tolist() == pytest.approx([0.0, 36 / 120**0.5, 7 / 4, 0.0])
+    # only the sides that are image sides count (a crop's inner sides are not the border)
+    only_top = border_connectivity(masks, (True, False, False, False))
+    assert only_top.tolist() == pytest.approx([0.0, 30 / 120**0.5, 0.0, 0.0])

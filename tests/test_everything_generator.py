@@ -224,3 +224,66 @@ def test_bad_settings_are_user_errors():
         EverythingConfig(points_per_side=0)
     with pytest.raises(UserError):
         EverythingConfig(masks_per_point="some")
+
+
+def test_max_border_connectivity_drops_masks_along_the_border(hand_made, monkeypatch):
+    model, tokens, _ = hand_made
+    strip = rect(0, 0, 32, 3)  # a band along the top edge of the image: background-like
+    logits = torch.stack([torch.stack([EVERYTHING, A, strip, EMPTY])] * 4)
+    iou = torch.tensor([[0.1, 0.95, 0.97, 0.1]] * 4)
+    monkeypatch.setattr(model, "decode", lambda image_embed, xy, labels: DecoderOutput(logits, iou, tokens, tokens[..., :0]))
+    loose = dict(SETTINGS, captions=False, top_k=0)
+    both = EverythingGenerator(model, EverythingConfig(**loose)).generate(IMAGE)
+    assert [r.score for r in both.regions] == pytest.approx([0.97, 0.95])
+    kept = EverythingGenerator(model, EverythingConfig(**loose, max_border_connectivity=1.0)).generate(IMAGE)
+    assert [r.score for r in kept.regions] == pytest.approx([0.95])
+    assert kept.counts.passed_iou == 8 and kept.counts.passed_stability == 4
+    off = EverythingConfig(**loose, max_border_connectivity=float("inf"))
+    assert off.max_border_connectivity is None and json.dumps(off.to_dict())
+    with pytest.raises(UserError):
+        EverythingConfig(max_border_connectivity=-1)
+
+
+def test_rank_by_stability_keeps_the_stabler_of_two_overlapping_masks(hand_made, monkeypatch):
+    model, tokens, _ = hand_made
+    ragged = A.clone()
+    ragged[10:12, 2:10] = 0.5  # two extra rows, in the mask at logit 0 but not at +1: stability about 0.8
+    logits = torch.stack([torch.stack([EVERYTHING, A, ragged, EMPTY])] * 4)
+    iou = torch.tensor([[0.1, 0.90, 0.97, 0.1]] * 4)
+    monkeypatch.setattr(model, "decode", lambda image_embed, xy, labels: DecoderOutput(logits, iou, tokens, tokens[..., :0]))
+    loose = dict(SETTINGS, pred_iou_thresh=0.5, stability_thresh=0.5, captions=False, top_k=0)
+    by_iou = EverythingGenerator(model, EverythingConfig(**loose)).generate(IMAGE)
+    by_stability = EverythingGenerator(model, EverythingConfig(**loose, rank_by="stability")).generate(IMAGE)
+    assert [r.score for r in by_iou.regions] == pytest.approx([0.97]) and by_iou.regions[0].stability < 1
+    assert [r.score for r in by_stability.regions] == pytest.approx([0.90]) and by_stability.regions[0].stability == 1.0
+    with pytest.raises(UserError):
+        EverythingConfig(rank_by="area")
+
+
+def test_concept_vote_names_a_region_by_the_candidates_that_found_it(hand_made, monkeypatch):
+    from tapkit.models.tap.concepts import ConceptVocabulary
+
+    model, tokens, _ = hand_made
+    dim = model.cfg.image_decoder.sem_embed_dim
+    vocabulary = ConceptVocabulary(torch.eye(dim)[:, :3] * 20, ["red circle", "red square", "blue star"])
+    monkeypatch.setattr(model, "concepts", vocabulary)
+    # point 0 finds A named "red circle"; points 1 and 2 find A_SHIFTED (mask IoU 0.89 with A,
+    # lower predicted IoU, so box NMS drops them) named "red square"; point 3 finds C, "blue star".
+    logits = torch.stack([torch.stack([EVERYTHING, m, EMPTY, EMPTY]) for m in (A, A_SHIFTED, A_SHIFTED, C)])
+    iou = torch.tensor([[0.1, score, 0.1, 0.1] for score in (0.95, 0.92, 0.92, 0.93)])
+    embeds = torch.zeros(4, 4, dim)
+    for point, concept in enumerate((0, 1, 1, 2)):
+        embeds[point, 1, concept] = 1.0
+    monkeypatch.setattr(model, "decode", lambda image_embed, xy, labels: DecoderOutput(logits, iou, tokens, embeds))
+    settings = dict(SETTINGS, captions=False, top_k=2)
+    own = EverythingGenerator(model, EverythingConfig(**settings)).generate(IMAGE)
+    voted = EverythingGenerator(model, EverythingConfig(**settings, concept_vote_iou=0.8)).generate(IMAGE)
+    strict = EverythingGenerator(model, EverythingConfig(**settings, concept_vote_iou=0.95)).generate(IMAGE)
+    assert [r.score for r in own.regions] == [r.score for r in voted.regions] == pytest.approx([0.95, 0.93])
+    assert [r.concept for r in own.regions] == ["red circle", "blue star"]
+    assert [r.concept for r in voted.regions] == ["red square", "blue star"]  # 2 votes of 3 for the square
+    # the mean of three probabilities: about 0 from A's own candidate, about 1 from each shifted one
+    assert voted.regions[0].concept_score == pytest.approx(2 * own.regions[0].concept_score / 3, abs=1e-6)
+    assert [r.concept for r in strict.regions] == ["red circle", "blue star"]  # only A itself overlaps A that much
+    with pytest.raises(UserError):
+        EverythingConfig(concept_vote_iou=0)

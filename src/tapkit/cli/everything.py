@@ -10,7 +10,7 @@ from pathlib import Path
 from tapkit.cli.common import add_model_options, model_from_args
 from tapkit.errors import UserError
 from tapkit.everything.batch import collect_images, run_batch, write_index
-from tapkit.everything.generator import MASKS_PER_POINT, EverythingConfig, EverythingGenerator
+from tapkit.everything.generator import MASKS_PER_POINT, RANK_BY, EverythingConfig, EverythingGenerator
 from tapkit.runtime import runtime
 
 EPILOG = """\
@@ -72,6 +72,8 @@ def add_parser(subparsers) -> None:
     filt.add_argument("--pred-iou-thresh", type=float, metavar="T", help="keep masks with predicted IoU above T" + shipped.format(d.pred_iou_thresh))
     filt.add_argument("--stability-thresh", type=float, metavar="T", help="keep masks with stability score >= T" + shipped.format(d.stability_thresh))
     filt.add_argument("--stability-offset", type=float, metavar="O", help="logit offset of the stability score" + shipped.format(d.stability_offset))
+    filt.add_argument("--max-border-connectivity", type=float, metavar="C", help="drop masks lying along the image border: pixels on the border / sqrt(area) above C (background patches; inf: off)" + shipped.format("off"))
+    filt.add_argument("--rank-by", choices=RANK_BY, help="the score NMS and the region order use: predicted IoU or stability" + shipped.format("iou"))
     filt.add_argument("--nms-thresh", type=float, metavar="T", help="box NMS IoU threshold" + shipped.format(d.box_nms_thresh))
     filt.add_argument("--mask-nms-thresh", type=float, metavar="T", help="then drop the lower-scored of two kept regions whose masks overlap with IoU above T (1: off)" + shipped.format(d.mask_nms_thresh))
     filt.add_argument("--crop-nms-thresh", type=float, default=d.crop_nms_thresh, metavar="T", help=f"box NMS IoU threshold between crops (default: {d.crop_nms_thresh})")
@@ -80,6 +82,7 @@ def add_parser(subparsers) -> None:
 
     sem = p.add_argument_group("concepts and captions")
     sem.add_argument("--top-k", type=int, default=d.top_k, metavar="K", help=f"concepts listed per region (default: {d.top_k})")
+    sem.add_argument("--concept-vote-iou", type=float, metavar="T", help="name each region by the mean concepts of the candidates overlapping it with mask IoU >= T" + shipped.format("off: its own"))
     sem.add_argument("--no-caption", action="store_true", help="skip captioning")
     sem.add_argument("--caption-batch", type=int, default=d.caption_batch, metavar="N", help=f"regions captioned together (default: {d.caption_batch})")
     add_model_options(p)
@@ -90,6 +93,8 @@ def add_parser(subparsers) -> None:
 MODEL_SETTINGS = {"points_per_side": "points_per_side", "masks_per_point": "masks_per_point",
                   "pred_iou_thresh": "pred_iou_thresh", "stability_thresh": "stability_thresh",
                   "stability_offset": "stability_offset", "box_nms_thresh": "nms_thresh", "mask_nms_thresh": "mask_nms_thresh",
+                  "max_border_connectivity": "max_border_connectivity", "concept_vote_iou": "concept_vote_iou",
+                  "rank_by": "rank_by",
                   "min_region_area": "min_region_area"}
 
 

@@ -8,9 +8,11 @@ Pipeline for one image (every stage is timed):
               gives the protocol's multimask candidates or only its routed best mask;
   filter      as SamAutomaticMaskGenerator: predicted IoU first, then only the
               survivors are upscaled and scored for stability on the upscaled logits;
-              empty and crop-edge masks go, then box NMS inside each crop and across crops;
+              empty and crop-edge masks go (and, if asked, masks lying along the image
+              border: background), then box NMS inside each crop and across crops;
   postprocess upscale the kept masks to the image size, remove small islands and holes;
-  concepts    top-k concept names of the kept regions, in one batch;
+  concepts    top-k concept names of the kept regions, in one batch (optionally the
+              mean over the candidates each region stands for);
   captions    captions of the kept regions, batched.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -26,7 +29,15 @@ import numpy as np
 import torch
 
 from tapkit.errors import UserError
-from tapkit.everything.filters import mask_boxes, mask_nms, near_crop_edge, nms, remove_small_regions, stability_score
+from tapkit.everything.filters import (
+    border_connectivity,
+    mask_boxes,
+    mask_nms,
+    near_crop_edge,
+    nms,
+    remove_small_regions,
+    stability_score,
+)
 from tapkit.everything.grid import CropBox, crop_boxes, crop_points, layer_points_per_side
 from tapkit.inputs.image import ResizeInfo, as_rgb_array
 from tapkit.models.interface import PromptableModel
@@ -36,6 +47,7 @@ from tapkit.predictor.results import mask_bbox, shown_iou
 from tapkit.utils.rle import encode_rle
 
 MASKS_PER_POINT = ("all", "best")
+RANK_BY = ("iou", "stability")
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,15 @@ class EverythingConfig:
     pred_iou_thresh: keep masks whose predicted IoU is above this.
     stability_thresh / stability_offset: keep masks whose stability score (IoU of the
       upscaled masks thresholded at +offset and -offset logits) is at least this.
+    max_border_connectivity: drop masks whose boundary connectivity (their pixels on the
+      image border / sqrt(their area), `filters.border_connectivity`) is above this: a
+      patch of background along the border, which a model that was never prompted on
+      background may score as high as an object. None (or inf): off, as SAM (a photo's
+      sky or floor is a region too). Applied with the stability filter, before NMS.
+    rank_by: which score ranks the candidates, in every NMS and in the order (and
+      max_regions cut) of the regions: "iou", the predicted IoU (SAM), or "stability",
+      the stability score (for a model whose IoU head ranks a merged or ragged mask
+      above the clean one; "lower-scored" below means lower by this score).
     box_nms_thresh: box IoU above which the lower-scored of two masks is dropped.
     mask_nms_thresh: after box NMS and clean-up, mask IoU above which the lower-scored of
       two kept regions is dropped (1.0: off, as SAM). Catches one shape found twice where
@@ -58,8 +79,14 @@ class EverythingConfig:
       shrink per layer, and the NMS threshold between crops (smaller crops win).
     min_region_area: islands and holes smaller than this many pixels are removed and
       regions left smaller than it are dropped (0: off).
-    max_regions: keep at most this many regions, best predicted IoU first (None: all).
-    top_k: concepts listed per region (0: none). captions: caption the kept regions.
+    max_regions: keep at most this many regions, best first by rank_by (None: all).
+    top_k: concepts listed per region (0: none).
+    concept_vote_iou: name each kept region by the mean concept probabilities of every
+      candidate of its crop that passed the filters (before NMS) and whose low-resolution
+      mask overlaps the region's with IoU >= this: the clicks that found the same region
+      vote (one click's naming can be wrong where most are right). None: the region's own
+      concepts, as `tapkit predict --point` names it. Captions stay the region's own.
+    captions: caption the kept regions.
     caption_batch: regions captioned together."""
 
     points_per_side: int = 32
@@ -68,6 +95,8 @@ class EverythingConfig:
     pred_iou_thresh: float = 0.88
     stability_thresh: float = 0.95
     stability_offset: float = 1.0
+    max_border_connectivity: float | None = None
+    rank_by: str = "iou"
     box_nms_thresh: float = 0.7
     mask_nms_thresh: float = 1.0
     crop_layers: int = 0
@@ -77,10 +106,13 @@ class EverythingConfig:
     min_region_area: int = 0
     max_regions: int | None = None
     top_k: int = 5
+    concept_vote_iou: float | None = None
     captions: bool = True
     caption_batch: int = 256
 
     def __post_init__(self):
+        if self.max_border_connectivity == math.inf:  # "no limit" (a flag can only give a number) is off
+            object.__setattr__(self, "max_border_connectivity", None)
         problems = []
         if self.points_per_side < 1:
             problems.append("points_per_side must be >= 1")
@@ -88,14 +120,20 @@ class EverythingConfig:
             problems.append("points_per_batch must be >= 1")
         if self.masks_per_point not in MASKS_PER_POINT:
             problems.append(f"masks_per_point must be one of {', '.join(MASKS_PER_POINT)}")
+        if self.rank_by not in RANK_BY:
+            problems.append(f"rank_by must be one of {', '.join(RANK_BY)}")
         if self.stability_offset <= 0:
             problems.append("stability_offset must be > 0")
+        if self.max_border_connectivity is not None and self.max_border_connectivity < 0:
+            problems.append("max_border_connectivity must be >= 0")
         if not (0 <= self.box_nms_thresh <= 1 and 0 <= self.crop_nms_thresh <= 1 and 0 <= self.mask_nms_thresh <= 1):
             problems.append("NMS thresholds must lie in [0, 1]")
         if self.crop_layers < 0 or self.crop_points_downscale < 1 or not 0 <= self.crop_overlap_ratio < 1:
             problems.append("crop_layers must be >= 0, crop_points_downscale >= 1, crop_overlap_ratio in [0, 1)")
         if self.min_region_area < 0 or self.top_k < 0 or self.caption_batch < 1:
             problems.append("min_region_area and top_k must be >= 0, caption_batch >= 1")
+        if self.concept_vote_iou is not None and not 0 < self.concept_vote_iou <= 1:
+            problems.append("concept_vote_iou must lie in (0, 1]")
         if self.max_regions is not None and self.max_regions < 1:
             problems.append("max_regions must be >= 1")
         if problems:
@@ -139,7 +177,8 @@ class StageTimings:
 @dataclass
 class FilterCounts:
     """How many candidates each filter let through: grid points, candidate masks,
-    predicted IoU passed, stability passed (and not empty, not cut by a crop edge),
+    predicted IoU passed, stability passed (and not empty, not cut by a crop edge, not
+    along the image border when max_border_connectivity is set),
     after box NMS, kept (after small-region removal and max_regions)."""
 
     points: int = 0
@@ -193,7 +232,7 @@ class EverythingRegion:
 
 @dataclass
 class EverythingResult:
-    """All kept regions of one image, best predicted IoU first."""
+    """All kept regions of one image, best first (predicted IoU, or stability with rank_by="stability")."""
 
     height: int
     width: int
@@ -277,12 +316,13 @@ class EverythingGenerator:
         timings, counts = StageTimings(), FilterCounts()
         crops = crop_boxes(height, width, cfg.crop_layers, cfg.crop_overlap_ratio)
         infos: list[ResizeInfo] = []
-        parts = []
+        parts, pools = [], []
         for index, crop in enumerate(crops):
             full = (crop.x0, crop.y0, crop.x1, crop.y1) == (0, 0, width, height)
-            candidates, info = self._crop_candidates(rgb, crop, index, timings, counts, embedding if full else None)
+            candidates, pool, info = self._crop_candidates(rgb, crop, index, timings, counts, embedding if full else None)
             infos.append(info)
             parts.append(candidates)
+            pools.append(pool)
         candidates = Candidates.cat(parts)
         if len(crops) > 1:
             with self._stage(timings, "filter"):
@@ -291,7 +331,7 @@ class EverythingGenerator:
         if cfg.max_regions is not None and cfg.min_region_area == 0 and cfg.mask_nms_thresh >= 1:
             # nothing after this point reorders the candidates, so only the best are upscaled
             with self._stage(timings, "filter"):
-                best = torch.sort(candidates.iou.float(), descending=True, stable=True).indices[: cfg.max_regions]
+                best = torch.sort(self._rank(candidates), descending=True, stable=True).indices[: cfg.max_regions]
                 candidates = candidates.select(best)
         with self._stage(timings, "postprocess"):
             regions, kept = self._regions(candidates, crops, infos, height, width)
@@ -300,7 +340,7 @@ class EverythingGenerator:
             kept = kept.select(torch.arange(len(regions)))
         counts.kept = len(regions)
         with self._stage(timings, "concepts"):
-            self._name(regions, kept.sem_embeds)
+            self._name(regions, kept, pools)
         with self._stage(timings, "captions"):
             self._caption(regions, kept.sem_tokens)
         return EverythingResult(height, width, regions, counts, timings, cfg)
@@ -322,9 +362,9 @@ class EverythingGenerator:
             with self._stage(timings, "filter"):
                 parts.append(self._filter(out, embedding.info, batch, crop, crop_index, rgb.shape[:2], counts))
         with self._stage(timings, "filter"):
-            candidates = Candidates.cat(parts)
-            candidates = candidates.select(nms(candidates.boxes, candidates.iou, cfg.box_nms_thresh))
-        return candidates, embedding.info
+            pool = Candidates.cat(parts)
+            candidates = pool.select(nms(pool.boxes, self._rank(pool), cfg.box_nms_thresh))
+        return candidates, pool, embedding.info
 
     def _decode(self, points: np.ndarray) -> tuple[DecoderOutput, torch.Tensor]:
         """points (N, 2) crop pixels -> every mask of N one-click prompts, decoded as the
@@ -350,11 +390,14 @@ class EverythingGenerator:
         counts.passed_iou += keep.numel()
         rows, choice = rows.flatten()[keep], choice.flatten()[keep]
         logits = out.mask_logits[rows, choice]
-        stability, boxes = self._stability_and_boxes(logits, info)
+        height, width = image_hw
+        image_sides = (crop.y0 == 0, crop.y1 == height, crop.x0 == 0, crop.x1 == width)
+        stability, boxes, connectivity = self._stability_and_boxes(logits, info, image_sides)
         boxes = boxes + torch.tensor([crop.x0, crop.y0] * 2, dtype=torch.float32, device=device)
         good = stability.ge(cfg.stability_thresh) & (boxes[:, 2] > boxes[:, 0])
+        if cfg.max_border_connectivity is not None:
+            good &= connectivity.le(cfg.max_border_connectivity)
         if crop.layer > 0:
-            height, width = image_hw
             good &= ~near_crop_edge(boxes, crop.xyxy(), (0, 0, width, height))
         good = good.nonzero().squeeze(1)
         counts.passed_stability += good.numel()
@@ -372,30 +415,40 @@ class EverythingGenerator:
             sem_embeds=out.sem_embeds[rows, choice],
         )
 
-    def _stability_and_boxes(self, logits: torch.Tensor, info: ResizeInfo, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stability_and_boxes(self, logits: torch.Tensor, info: ResizeInfo, image_sides: tuple[bool, bool, bool, bool],
+                             chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Low-resolution logits (K, 4h, 4w) -> stability scores (K,) of the logits upscaled
-        to the crop's size, and the boxes (K, 4) of their masks in crop pixels. Upscaled
-        a few at a time, so memory stays that of `chunk` full-size masks."""
-        stability, boxes = [], []
+        to the crop's size, the boxes (K, 4) of their masks in crop pixels, and their border
+        connectivity (K,) on the crop sides that are image sides (top, bottom, left, right).
+        Upscaled a few at a time, so memory stays that of `chunk` full-size masks."""
+        stability, boxes, connectivity = [], [], []
         for start in range(0, len(logits), chunk):
             up = upscale_logits(logits[start : start + chunk], info, self.model.image_size)
+            masks = up.gt(MASK_THRESHOLD)
             stability.append(stability_score(up, self.config.stability_offset, MASK_THRESHOLD))
-            boxes.append(mask_boxes(up.gt(MASK_THRESHOLD)))
+            boxes.append(mask_boxes(masks))
+            if self.config.max_border_connectivity is not None:
+                connectivity.append(border_connectivity(masks, image_sides))
         if not stability:
-            return logits.new_zeros(0, dtype=torch.float32), logits.new_zeros((0, 4), dtype=torch.float32)
-        return torch.cat(stability), torch.cat(boxes)
+            empty = logits.new_zeros(0, dtype=torch.float32)
+            return empty, logits.new_zeros((0, 4), dtype=torch.float32), empty
+        return torch.cat(stability), torch.cat(boxes), torch.cat(connectivity) if connectivity else torch.zeros(len(logits))
+
+    def _rank(self, candidates: Candidates) -> torch.Tensor:
+        """The score (K,) float32 that ranks candidates: predicted IoU or stability (rank_by)."""
+        return (candidates.iou if self.config.rank_by == "iou" else candidates.stability).float()
 
     def _nms_across_crops(self, candidates: Candidates, crops: list[CropBox]) -> Candidates:
         """Overlapping masks from different crops: the one from the smaller crop wins
-        (it saw the region at a higher resolution); ties go to the higher predicted IoU."""
-        by_iou = torch.sort(candidates.iou.float(), descending=True, stable=True).indices
-        candidates = candidates.select(by_iou)
+        (it saw the region at a higher resolution); ties go to the higher rank_by score."""
+        best_first = torch.sort(self._rank(candidates), descending=True, stable=True).indices
+        candidates = candidates.select(best_first)
         areas = torch.tensor([c.area for c in crops], dtype=torch.float32, device=candidates.crop.device)
         return candidates.select(nms(candidates.boxes, areas[candidates.crop].reciprocal(), self.config.crop_nms_thresh))
 
     def _regions(self, candidates: Candidates, crops: list[CropBox], infos: list[ResizeInfo], height: int, width: int):
         """Full-resolution masks of the survivors, cleaned of small islands and holes.
-        Returns (regions best predicted IoU first, their candidates in the same order)."""
+        Returns (regions best first by rank_by, their candidates in the same order)."""
         cfg = self.config
         masks = self._full_masks(candidates, crops, infos, height, width)
         if cfg.min_region_area > 0 and masks:
@@ -404,16 +457,16 @@ class EverythingGenerator:
                 masks[i], was_changed = remove_small_regions(mask, cfg.min_region_area)
                 changed.append(was_changed)
             boxes = torch.tensor([_xyxy(mask_bbox(m)) for m in masks], dtype=torch.float32)
-            by_iou = torch.sort(candidates.iou.float().cpu(), descending=True, stable=True).indices
+            by_iou = torch.sort(self._rank(candidates).cpu(), descending=True, stable=True).indices
             unchanged = 1.0 - torch.tensor(changed, dtype=torch.float32)
             survivors = by_iou[nms(boxes[by_iou], unchanged[by_iou], cfg.box_nms_thresh)]
             keep = [int(i) for i in survivors if masks[int(i)].sum() >= cfg.min_region_area]
         else:
             keep = list(range(len(masks)))
-        ious = candidates.iou.float().cpu().tolist()
-        keep = sorted((i for i in keep if masks[i].any()), key=lambda i: -ious[i])
+        ranks = self._rank(candidates).cpu().tolist()
+        keep = sorted((i for i in keep if masks[i].any()), key=lambda i: -ranks[i])
         if cfg.mask_nms_thresh < 1 and len(keep) > 1:
-            kept = mask_nms([masks[i] for i in keep], [ious[i] for i in keep], cfg.mask_nms_thresh)
+            kept = mask_nms([masks[i] for i in keep], [ranks[i] for i in keep], cfg.mask_nms_thresh)
             keep = [keep[j] for j in kept]
         selected = candidates.select(torch.tensor(keep, dtype=torch.long))
         scores, stabilities = selected.iou.float().tolist(), selected.stability.float().tolist()
@@ -450,12 +503,37 @@ class EverythingGenerator:
                         masks[i] = full
         return masks  # type: ignore[return-value]
 
-    def _name(self, regions: list[EverythingRegion], sem_embeds: torch.Tensor) -> None:
+    def _name(self, regions: list[EverythingRegion], kept: Candidates, pools: list[Candidates]) -> None:
+        """Top-k concepts of the kept regions: their own, or with `concept_vote_iou` the
+        mean over the candidates of their crop that overlap them (`pools`: per crop, the
+        candidates that passed the filters, before NMS)."""
         if not self.model.can_name or self.config.top_k == 0 or not regions:
             return
-        for region, names in zip(regions, self.model.concepts.top_names(sem_embeds, self.config.top_k)):
+        vocabulary = self.model.concepts
+        probs = vocabulary.probabilities(kept.sem_embeds)
+        if self.config.concept_vote_iou is not None:
+            for crop_index, pool in enumerate(pools):
+                rows = (kept.crop == crop_index).nonzero().squeeze(1)
+                if len(rows) and len(pool):
+                    probs[rows.to(probs.device)] = self._voted_probabilities(kept.logits[rows], pool, probs[rows.to(probs.device)])
+        for region, names in zip(regions, vocabulary.names_of(probs, self.config.top_k)):
             region.concepts = names
             region.concept, region.concept_score = names[0]
+
+    def _voted_probabilities(self, logits: torch.Tensor, pool: Candidates, own: torch.Tensor, max_side: int = 64) -> torch.Tensor:
+        """Mean concept probabilities (K, V) over the pool candidates whose low-resolution
+        masks overlap each of `logits` (K, 4h, 4w) with IoU >= concept_vote_iou (masks
+        subsampled to at most max_side cells a side); `own` (K, V) where none does."""
+        step = max(1, -(-logits.shape[-1] // max_side))
+        region = logits[:, ::step, ::step].gt(MASK_THRESHOLD).flatten(1).float()
+        members = pool.logits[:, ::step, ::step].gt(MASK_THRESHOLD).flatten(1).float()
+        inter = region @ members.T
+        union = region.sum(1, keepdim=True) + members.sum(1)[None, :] - inter
+        votes = (inter >= self.config.concept_vote_iou * union).logical_and(union > 0).float()
+        pool_probs = self.model.concepts.probabilities(pool.sem_embeds).to(own.device)
+        voted = votes.to(own.device) @ pool_probs
+        count = votes.sum(1, keepdim=True).to(own.device)
+        return torch.where(count > 0, voted / count.clamp(min=1), own)
 
     def _caption(self, regions: list[EverythingRegion], sem_tokens: torch.Tensor) -> None:
         if not self.config.captions or not self.model.can_caption or not regions:

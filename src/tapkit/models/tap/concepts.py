@@ -65,13 +65,23 @@ class ConceptVocabulary:
         embeds = embeds.float()
         return F.normalize(embeds, dim=-1) @ self.weights.to(embeds.device)
 
+    def probabilities(self, embeds: torch.Tensor) -> torch.Tensor:
+        """embeds: (..., D) -> (..., N) float32 probabilities over the vocabulary."""
+        return self.logits(embeds).softmax(dim=-1)
+
     def top_k(self, embeds: torch.Tensor, k: int = 1) -> TopConcepts:
-        probs = self.logits(embeds).softmax(dim=-1)
+        return self.top_of_probabilities(self.probabilities(embeds), k)
+
+    def top_of_probabilities(self, probs: torch.Tensor, k: int = 1) -> TopConcepts:
         values, indices = probs.topk(min(k, len(self.names)), dim=-1)
         return TopConcepts(indices=indices, probs=values)
 
     def top_names(self, embeds: torch.Tensor, k: int) -> list[list[tuple[str, float]]]:
         """The k most probable names of each of N embeddings (N, D), best first, with
         their probabilities: the one concept naming of the predictor and automatic mode."""
-        top = self.top_k(embeds, k)
+        return self.names_of(self.probabilities(embeds), k)
+
+    def names_of(self, probs: torch.Tensor, k: int) -> list[list[tuple[str, float]]]:
+        """The k most probable names of each row of probabilities (N, len(self)), best first."""
+        top = self.top_of_probabilities(probs, k)
         return [[(self.names[j], float(p)) for j, p in zip(idx, prob)] for idx, prob in zip(top.indices.tolist(), top.probs.tolist())]
