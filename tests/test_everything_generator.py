@@ -285,8 +285,9 @@ def test_concept_vote_names_a_region_by_the_candidates_that_found_it(hand_made, 
     # the mean of three probabilities: about 0 from A's own candidate, about 1 from each shifted one
     assert voted.regions[0].concept_score == pytest.approx(2 * own.regions[0].concept_score / 3, abs=1e-6)
     assert [r.concept for r in strict.regions] == ["red circle", "blue star"]  # only A itself overlaps A that much
+    assert EverythingConfig(concept_vote_iou=0).concept_vote_iou is None  # 0: off
     with pytest.raises(UserError):
-        EverythingConfig(concept_vote_iou=0)
+        EverythingConfig(concept_vote_iou=1.5)
 
 
 def test_the_predicted_iou_shown_stays_within_0_and_1(hand_made, monkeypatch):
