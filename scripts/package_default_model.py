@@ -34,7 +34,9 @@ def main() -> None:
     parser.add_argument("--everything", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="automatic-mode settings shipped with the model (default: those of the checkpoint, if any)")
     args = parser.parse_args()
-    types = {f.name: type(getattr(EverythingConfig(), f.name)) for f in dataclasses.fields(EverythingConfig)}
+    # a field's type from its annotation ("float | None" -> float: optional settings too)
+    words = {"int": int, "float": float, "str": str, "bool": bool}
+    types = {f.name: words.get(str(f.type).split()[0]) for f in dataclasses.fields(EverythingConfig)}
     everything = dict(load_checkpoint(args.checkpoint).everything)
     for item in args.everything:
         name, _, value = item.partition("=")

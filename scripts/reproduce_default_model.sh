@@ -39,7 +39,8 @@ tapkit train configs/default_truth.yaml
 # The automatic-mode settings measured for this model (docs/everything.md) travel in its checkpoint.
 python scripts/package_default_model.py runs/default_truth/model.safetensors \
     --tokenizer scratch/tokenizer.model --concepts scratch/concepts.pkl \
-    --everything points_per_side=16 pred_iou_thresh=0.75 stability_thresh=0.8 box_nms_thresh=0.7 mask_nms_thresh=0.3
+    --everything points_per_side=16 pred_iou_thresh=0.7 stability_thresh=0.85 max_border_connectivity=0.2 rank_by=stability \
+    box_nms_thresh=0.7 mask_nms_thresh=0.3 concept_vote_iou=0.8
 tapkit data evaluate --sa1b scratch/world_eval/sa1b --output docs/default_model_eval.json
 python scripts/plain_drawings.py --out scratch/plain --images 40 --example examples/shapes.png
 tapkit data evaluate --sa1b scratch/plain --output docs/default_model_plain_eval.json

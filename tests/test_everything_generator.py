@@ -285,5 +285,17 @@ def test_concept_vote_names_a_region_by_the_candidates_that_found_it(hand_made, 
     # the mean of three probabilities: about 0 from A's own candidate, about 1 from each shifted one
     assert voted.regions[0].concept_score == pytest.approx(2 * own.regions[0].concept_score / 3, abs=1e-6)
     assert [r.concept for r in strict.regions] == ["red circle", "blue star"]  # only A itself overlaps A that much
+    assert EverythingConfig(concept_vote_iou=0).concept_vote_iou is None  # 0: off
     with pytest.raises(UserError):
-        EverythingConfig(concept_vote_iou=0)
+        EverythingConfig(concept_vote_iou=1.5)
+
+
+def test_the_predicted_iou_shown_stays_within_0_and_1(hand_made, monkeypatch):
+    model, tokens, _ = hand_made
+    logits = torch.stack([torch.stack([EVERYTHING, A, C, EMPTY])] * 4)
+    iou = torch.tensor([[0.1, 1.04, 0.93, 0.1]] * 4)  # the IoU head is a regression: it can step past 1
+    monkeypatch.setattr(model, "decode", lambda image_embed, xy, labels: DecoderOutput(logits, iou, tokens, tokens[..., :0]))
+    result = EverythingGenerator(model, EverythingConfig(**SETTINGS, captions=False, top_k=0)).generate(IMAGE)
+    assert [r.score for r in result.regions] == pytest.approx([1.04, 0.93])  # ranked on the raw value
+    shown = [r["score"] for r in result.to_json()["regions"]]
+    assert shown == pytest.approx([1.0, 0.93]) and all(0.0 <= s <= 1.0 for s in shown)

@@ -52,7 +52,8 @@ def test_measure_everything_on_a_world(tiny_model, tiny_world):
     assert q.max_kept_box_iou <= generator.config.box_nms_thresh
 
 
-SHIPPED = {"pred_iou_thresh": 0.55, "stability_thresh": 0.6, "points_per_side": 5, "not_a_setting": 1}
+SHIPPED = {"pred_iou_thresh": 0.55, "stability_thresh": 0.6, "points_per_side": 5, "not_a_setting": 1,
+           "max_border_connectivity": 0.3, "rank_by": "stability", "concept_vote_iou": 0.9}
 
 
 @pytest.fixture()
@@ -94,4 +95,9 @@ def test_cli_uses_the_shipped_settings_unless_a_flag_is_given(tiny_files, shippi
     assert main(["everything", *common, "-o", str(tmp_path / "b"), "--pred-iou-thresh", "0.7", "--points-per-side", "3"]) == 0
     settings = json.loads((tmp_path / "b" / "img.png.json").read_text())["settings"]
     assert (settings["pred_iou_thresh"], settings["stability_thresh"], settings["points_per_side"]) == (0.7, 0.6, 3)
+    assert (settings["max_border_connectivity"], settings["rank_by"], settings["concept_vote_iou"]) == (0.3, "stability", 0.9)
+    flags = ["--max-border-connectivity", "inf", "--rank-by", "iou", "--concept-vote-iou", "0"]
+    assert main(["everything", *common, "-o", str(tmp_path / "d"), *flags]) == 0
+    settings = json.loads((tmp_path / "d" / "img.png.json").read_text())["settings"]
+    assert (settings["max_border_connectivity"], settings["rank_by"], settings["concept_vote_iou"]) == (None, "iou", None)
     assert main(["everything", *common, "-o", str(tmp_path / "c"), "--nms-thresh", "2"]) == 2

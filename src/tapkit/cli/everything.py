@@ -82,7 +82,7 @@ def add_parser(subparsers) -> None:
 
     sem = p.add_argument_group("concepts and captions")
     sem.add_argument("--top-k", type=int, default=d.top_k, metavar="K", help=f"concepts listed per region (default: {d.top_k})")
-    sem.add_argument("--concept-vote-iou", type=float, metavar="T", help="name each region by the mean concepts of the candidates overlapping it with mask IoU >= T" + shipped.format("off: its own"))
+    sem.add_argument("--concept-vote-iou", type=float, metavar="T", help="name each region by the mean concepts of the candidates overlapping it with mask IoU >= T (0: off, its own)" + shipped.format("off"))
     sem.add_argument("--no-caption", action="store_true", help="skip captioning")
     sem.add_argument("--caption-batch", type=int, default=d.caption_batch, metavar="N", help=f"regions captioned together (default: {d.caption_batch})")
     add_model_options(p)

@@ -85,7 +85,8 @@ class EverythingConfig:
       candidate of its crop that passed the filters (before NMS) and whose low-resolution
       mask overlaps the region's with IoU >= this: the clicks that found the same region
       vote (one click's naming can be wrong where most are right). None: the region's own
-      concepts, as `tapkit predict --point` names it. Captions stay the region's own.
+      concepts, as `tapkit predict --point` names it (0 means None too). Captions stay
+      the region's own.
     captions: caption the kept regions.
     caption_batch: regions captioned together."""
 
@@ -113,6 +114,8 @@ class EverythingConfig:
     def __post_init__(self):
         if self.max_border_connectivity == math.inf:  # "no limit" (a flag can only give a number) is off
             object.__setattr__(self, "max_border_connectivity", None)
+        if self.concept_vote_iou == 0:  # likewise: 0 turns the vote off
+            object.__setattr__(self, "concept_vote_iou", None)
         problems = []
         if self.points_per_side < 1:
             problems.append("points_per_side must be >= 1")
