@@ -10,6 +10,10 @@ and the right shape name), precision (kept regions that find a shape) and duplic
     # (box NMS 0.95), then filtered again per setting (an approximation of a direct run:
     # confirm the chosen setting without --sweep)
     python scripts/everything_quality.py scratch/plain_sep --sweep --points-per-side 16 32 --output sweep.json
+    # the shipped settings were chosen with (on tuning splits, docs/everything.md):
+    python scripts/everything_quality.py scratch/plain_tune scratch/world_tune2/sa1b scratch/world_tune3/sa1b --sweep \
+        --points-per-side 16 --iou-grid 0.6 0.7 0.75 --stability-grid 0.8 0.85 0.9 --nms-grid 0.7 --mask-nms-grid 0.3 \
+        --border-grid inf 0.2 0.5 --rank-grid iou stability
 """
 
 from __future__ import annotations
@@ -19,17 +23,18 @@ import dataclasses
 import itertools
 import json
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 import tapkit
 from tapkit.data.records import SkipCounter, load_rgb
 from tapkit.data.sa1b import read_sa1b
-from tapkit.everything.filters import mask_nms, nms
+from tapkit.everything.filters import border_connectivity, mask_nms, nms
 from tapkit.everything.generator import EverythingConfig, EverythingGenerator
 from tapkit.everything.quality import judge_regions, measure_everything, summarize
 
-LOOSE = dict(pred_iou_thresh=0.5, stability_thresh=0.5, box_nms_thresh=0.95)
+LOOSE = dict(pred_iou_thresh=0.5, stability_thresh=0.5, box_nms_thresh=0.95, max_border_connectivity=None, mask_nms_thresh=1.0)
 
 
 def candidates(model, directory: str, points_per_side: int, max_images: int | None):
@@ -47,15 +52,22 @@ def candidates(model, directory: str, points_per_side: int, max_images: int | No
     return out
 
 
-def refilter(regions, pred_iou: float, stability: float, nms_thresh: float, mask_nms_thresh: float):
-    """The generator's filters again on loose survivors: predicted IoU, stability, box NMS, mask NMS."""
+def refilter(regions, pred_iou: float, stability: float, nms_thresh: float, mask_nms_thresh: float,
+             border: float | None = None, rank_by: str = "iou"):
+    """The generator's filters again on loose survivors: predicted IoU, stability, border
+    connectivity (None: off), box NMS, mask NMS, ranked by predicted IoU or stability."""
     kept = [r for r in regions if r.score > pred_iou and r.stability >= stability]
+    if border is not None and kept:
+        connectivity = border_connectivity(torch.from_numpy(np.stack([r.mask for r in kept])))
+        kept = [r for r, c in zip(kept, connectivity.tolist()) if c <= border]
     if not kept:
         return []
+    rank = [r.score if rank_by == "iou" else r.stability for r in kept]
     boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (r.bbox for r in kept)], dtype=torch.float32)
-    kept = [kept[int(i)] for i in nms(boxes, torch.tensor([r.score for r in kept]), nms_thresh)]
+    order = nms(boxes, torch.tensor(rank), nms_thresh).tolist()
+    kept, rank = [kept[i] for i in order], [rank[i] for i in order]
     if mask_nms_thresh < 1:
-        kept = [kept[i] for i in mask_nms([r.mask for r in kept], [r.score for r in kept], mask_nms_thresh)]
+        kept = [kept[i] for i in mask_nms([r.mask for r in kept], rank, mask_nms_thresh)]
     return kept
 
 
@@ -63,14 +75,16 @@ def sweep(model, directories: list[str], args) -> list[dict]:
     rows = []
     for side in args.points_per_side:
         per_dir = {d: candidates(model, d, side, args.max_images) for d in directories}
-        for pred_iou, stability, nms_thresh, mask_thresh in itertools.product(args.iou_grid, args.stability_grid, args.nms_grid,
-                                                                             args.mask_nms_grid):
+        for pred_iou, stability, nms_thresh, mask_thresh, border, rank_by in itertools.product(
+                args.iou_grid, args.stability_grid, args.nms_grid, args.mask_nms_grid, args.border_grid, args.rank_grid):
+            border = None if border == float("inf") else border
             row = {"points_per_side": side, "pred_iou_thresh": pred_iou, "stability_thresh": stability,
-                   "box_nms_thresh": nms_thresh, "mask_nms_thresh": mask_thresh}
+                   "box_nms_thresh": nms_thresh, "mask_nms_thresh": mask_thresh, "max_border_connectivity": border,
+                   "rank_by": rank_by}
             for d, images in per_dir.items():
                 results = []
                 for name, masks, concepts, regions in images:
-                    kept = refilter(regions, pred_iou, stability, nms_thresh, mask_thresh)
+                    kept = refilter(regions, pred_iou, stability, nms_thresh, mask_thresh, border, rank_by)
                     results.append((name, judge_regions(masks, concepts, [r.mask for r in kept], [r.concept for r in kept])))
                 q = summarize(results, row)
                 row[d] = {"recall": q.recall, "precision": q.precision, "duplicates": q.duplicates, "shapes": q.shapes}
@@ -93,6 +107,8 @@ def main() -> None:
     parser.add_argument("--stability-grid", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.85, 0.9, 0.95])
     parser.add_argument("--nms-grid", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     parser.add_argument("--mask-nms-grid", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--border-grid", type=float, nargs="+", default=[float("inf")], help="max border connectivity (inf: off)")
+    parser.add_argument("--rank-grid", nargs="+", choices=("iou", "stability"), default=["iou"])
     parser.add_argument("--mask-nms-thresh", type=float)
     parser.add_argument("--max-border-connectivity", type=float)
     parser.add_argument("--concept-vote-iou", type=float)
@@ -105,11 +121,11 @@ def main() -> None:
     if args.sweep:
         args.points_per_side = args.points_per_side or [EverythingConfig.for_model(model).points_per_side]
         rows = sweep(model, args.directories, args)
-        print("| grid | pred IoU > | stability >= | box NMS | mask NMS | " + " | ".join(f"{d}: recall / precision / duplicates" for d in args.directories) + " |")
-        print("| --- " * (5 + len(args.directories)) + "|")
+        print("| grid | pred IoU > | stability >= | box NMS | mask NMS | border conn. <= | rank by | " + " | ".join(f"{d}: recall / precision / duplicates" for d in args.directories) + " |")
+        print("| --- " * (7 + len(args.directories)) + "|")
         for row in rows:
             cells = [f"{row[d]['recall']:.3f} / {row[d]['precision']:.3f} / {row[d]['duplicates']}" for d in args.directories]
-            print(f"| {row['points_per_side']} | {row['pred_iou_thresh']} | {row['stability_thresh']} | {row['box_nms_thresh']} | {row['mask_nms_thresh']} | " + " | ".join(cells) + " |")
+            print(f"| {row['points_per_side']} | {row['pred_iou_thresh']} | {row['stability_thresh']} | {row['box_nms_thresh']} | {row['mask_nms_thresh']} | {row['max_border_connectivity']} | {row['rank_by']} | " + " | ".join(cells) + " |")
         result = rows
     else:
         flags = {"points_per_side": args.points_per_side[0] if args.points_per_side else None,
