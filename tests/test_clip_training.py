@@ -1,15 +1,11 @@
 """Stage `clip` of the training engine: batches, the contrastive loss, resuming exactly,
 DDP under torchrun (gloo, 2 processes), and the exported CLIP loading with load_clip."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import tapkit
 from tapkit.data.records import Region
@@ -18,6 +14,7 @@ from tapkit.training.stages.clip import build_model, caption_head, contrastive_l
 from tapkit.training.config import config_from_dict
 from tapkit.training.engine import train
 from tapkit.testing import train_clip_vocab
+from training_helpers import run_two_ranks
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +101,7 @@ DDP_WORKER = textwrap.dedent("""
 
 
 def test_two_process_gloo_ddp_ends_with_identical_weights(tiny_world, clip_vocab, tmp_path):
-    config = tmp_path / "ddp.yaml"
-    config.write_text(yaml.safe_dump(clip_config(tiny_world, clip_vocab, tmp_path / "run", steps=2, ckpt_every=100)))
-    worker = tmp_path / "worker.py"
-    worker.write_text(DDP_WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    str(worker), str(config), str(tmp_path)], check=True, env=env, timeout=240, capture_output=True)
-    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    a, b = run_two_ranks(DDP_WORKER, clip_config(tiny_world, clip_vocab, tmp_path / "run", steps=2, ckpt_every=100), tmp_path)
     fresh = build_model(config_from_dict(clip_config(tiny_world, clip_vocab, tmp_path / "x")))
     assert set(a) == {k for k, _ in fresh.named_parameters()}
     assert all(torch.equal(a[k], b[k]) for k in a)

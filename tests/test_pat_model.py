@@ -17,6 +17,7 @@ from tapkit.training.config import config_from_dict
 from tapkit.training.engine import train
 
 from san_helpers import san_config, tiny_semseg
+from training_helpers import run_two_ranks
 
 PAT = PatConfig(levels=(PyramidLevel(1, 1), PyramidLevel(2, 2)), codebook=CodebookConfig(num_codes=8, dim=8), width=8,
                 guidance_width=8, guidance_at=1, recon_factor=4)
@@ -137,20 +138,7 @@ torch.save({k: v.detach() for k, v in result.model.state_dict().items() if k.sta
 
 def test_stage_pat_under_two_process_gloo_ddp_ends_identical(tiny_clip, semseg, tmp_path):
     """Weights and the codebooks' buffers (EMA sums over the ranks, codes from rank 0) agree."""
-    import os
-    import subprocess
-    import sys
-
-    import yaml
-
-    config = tmp_path / "ddp.yaml"
     cfg = san_config(tiny_clip.folder, semseg, tmp_path / "run", steps=2, ckpt_every=100, stage="pat", pat=PAT_TRAIN)
-    config.write_text(yaml.safe_dump(cfg))
-    worker = tmp_path / "worker.py"
-    worker.write_text(DDP_WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    str(worker), str(config), str(tmp_path)], check=True, env=env, timeout=240, capture_output=True)
-    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    a, b = run_two_ranks(DDP_WORKER, cfg, tmp_path)
     assert "pat.codebooks.0.codes" in a and "pat.semantic.out.weight" in a
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), [k for k in a if not torch.allclose(a[k], b[k])]

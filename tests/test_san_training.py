@@ -3,15 +3,11 @@ prefer the right answer), the synthetic label maps with the unseen names ignored
 resuming exactly, DDP under torchrun (gloo, 2 processes), and the export loading."""
 
 import itertools
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import tapkit
 from tapkit.data.semseg import open_dataset, read_label_map
@@ -25,6 +21,7 @@ from tapkit.training.mask_criterion import (CriterionConfig, SemanticTarget, hun
 from tapkit.training.stages.san import crop_sample, make_batches, semantic_target, training_vocabulary
 
 from san_helpers import san_config, tiny_semseg
+from training_helpers import run_two_ranks
 
 
 @pytest.fixture(scope="module")
@@ -135,14 +132,7 @@ DDP_WORKER = textwrap.dedent("""
 
 
 def test_two_process_gloo_ddp_ends_with_identical_weights(tiny_clip, semseg, tmp_path):
-    config = tmp_path / "ddp.yaml"
-    config.write_text(yaml.safe_dump(san_config(tiny_clip.folder, semseg, tmp_path / "run", steps=2, ckpt_every=100)))
-    worker = tmp_path / "worker.py"
-    worker.write_text(DDP_WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    str(worker), str(config), str(tmp_path)], check=True, env=env, timeout=240, capture_output=True)
-    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    a, b = run_two_ranks(DDP_WORKER, san_config(tiny_clip.folder, semseg, tmp_path / "run", steps=2, ckpt_every=100), tmp_path)
     assert "side.query_embed" in a and not any(k.startswith("clip.text") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
 

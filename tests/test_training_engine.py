@@ -14,7 +14,7 @@ from tapkit.training.data import SegmentBatches
 from tapkit.training.engine import lr_at, stage_for, train
 from tapkit.training.objectives import TapObjective
 from tapkit.training.stages.tap import build_model, freeze
-from training_helpers import tiny_train_config
+from training_helpers import run_two_ranks, tiny_train_config
 
 
 def _weights(model):
@@ -156,22 +156,12 @@ DDP_WORKER = textwrap.dedent("""
 
 
 def test_two_process_gloo_ddp_ends_with_identical_weights(tiny_world, tmp_path):
-    config = tmp_path / "ddp.yaml"
-    config.write_text(yaml.safe_dump(tiny_train_config(tiny_world, tmp_path / "run", steps=3, ckpt_every=100)))
-    worker = tmp_path / "worker.py"
-    worker.write_text(DDP_WORKER)
-    import os
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    str(worker), str(config), str(tmp_path)], check=True, env=env, timeout=240, capture_output=True)
-    a = torch.load(tmp_path / "rank0.pt")
-    b = torch.load(tmp_path / "rank1.pt")
+    a, b = run_two_ranks(DDP_WORKER, tiny_train_config(tiny_world, tmp_path / "run", steps=3, ckpt_every=100), tmp_path)
     assert len(a) > 50
     for k in a:  # parameters; batch-norm buffers are broadcast from rank 0 at each forward
         assert torch.equal(a[k], b[k]), k
     # the ranks saw different images, so equality comes from the gradient all-reduce
-    cfg = load_config(config)
+    cfg = load_config(tmp_path / "ddp.yaml")
     from tapkit.runtime import Runtime
 
     model = build_model(cfg)

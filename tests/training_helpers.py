@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from tapkit.data.sa1b import read_sa1b
 from tapkit.data.semantic import StandInTeacher, build_semantic
@@ -67,3 +71,16 @@ def tiny_train_config(world: TinyWorld, out_dir: Path, stage: str = "segment", *
             node = node.setdefault(part, {})
         node[last] = value
     return cfg
+
+
+def run_two_ranks(worker_source: str, config: dict, tmp_path: Path) -> tuple[dict, dict]:
+    """Writes `config` as YAML and `worker_source` as a script, runs the script under
+    torchrun with 2 processes (gloo, one thread each) as `worker.py CONFIG OUT_DIR`, and
+    returns the two state dicts it saved as OUT_DIR/rank0.pt and rank1.pt."""
+    config_path, worker = tmp_path / "ddp.yaml", tmp_path / "worker.py"
+    config_path.write_text(yaml.safe_dump(config))
+    worker.write_text(worker_source)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    str(worker), str(config_path), str(tmp_path)], check=True, env=env, timeout=240, capture_output=True)
+    return torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
