@@ -203,3 +203,51 @@ def test_the_dense_term_names_each_patch_by_the_region_covering_it(tiny_world, c
         out.total.backward()
         optimizer.step()
     assert objective(batch).parts["patch"] < first
+
+
+def test_the_vocabulary_term_classifies_every_named_sample_among_all_names(tiny_world, clip_vocab, tmp_path):
+    """name_index is each sample's concept among the data's sorted names (-1 for scenes);
+    the term equals a cross-entropy against the template-mean name embeddings computed
+    here from the text tower, and it trains both towers."""
+    import torch.nn.functional as F
+
+    from tapkit.data.text_encoders import DEFAULT_TEMPLATES
+    from tapkit.training.stages.clip import ClipObjective
+
+    raw = clip_config(tiny_world, clip_vocab, tmp_path / "v", batch_images=8)
+    raw["clip"].update({"names_loss_weight": 1.0, "scene_prob": 0.5, "region_prob": 0.3, "region_size": 32,
+                        "region_start": 1, "regions_per_image": 0})
+    cfg = config_from_dict(raw)
+    model = build_model(cfg).train()
+    batches = make_batches(cfg, model, 0, 1)
+    names = batches.names
+    assert names == sorted({reg.concept for r in batches.records for reg in r.regions if reg.concept})
+    batch = next(b for b in (batches[s] for s in range(20)) if (b.name_index == -1).any() and (b.name_index >= 0).any()
+                 and b.region_images is not None)
+    assert batch.name_tokens.shape[0] == len(names) * len(DEFAULT_TEMPLATES)
+    assert len(batch.name_index) == batch.tokens.shape[0] and batch.name_index.max() < len(names)
+    objective = ClipObjective(model, 1, names_weight=1.0)
+    out = objective(batch)
+    assert "names" in out.parts
+    assert out.total.item() == pytest.approx(out.parts["contrastive"] + out.parts["names"], rel=1e-5)
+    # Recompute the term from the towers themselves.
+    with torch.no_grad():
+        from tapkit.training.stages.clip import region_embeddings
+
+        image = torch.cat([F.normalize(model.encode_image(batch.images), dim=-1),
+                           region_embeddings(model, batch.region_images, batch.region_bias, 1)[batch.region_valid]])
+        per_name = torch.stack([F.normalize(F.normalize(model.encode_text(model_tokens), dim=-1).mean(0), dim=0)
+                                for model_tokens in batch.name_tokens.split(len(DEFAULT_TEMPLATES))])
+        named = batch.name_index >= 0
+        expected = F.cross_entropy(model.logit_scale.exp() * image[named] @ per_name.t(), batch.name_index[named])
+    assert out.parts["names"] == pytest.approx(expected.item(), rel=1e-4)
+    out.total.backward()
+    assert model.token_embedding.weight.grad.abs().sum() > 0 and model.visual.conv1.weight.grad.abs().sum() > 0
+    # Off by default: no vocabulary in the batch, no term.
+    plain = make_batches(config_from_dict(clip_config(tiny_world, clip_vocab, tmp_path / "w")), model, 0, 1)[0]
+    assert plain.name_tokens is None and "names" not in ClipObjective(model)(plain).parts
+    raw["clip"]["names_loss_weight"] = -1.0
+    from tapkit.errors import UserError
+
+    with pytest.raises(UserError, match="names_loss_weight"):
+        config_from_dict(raw)

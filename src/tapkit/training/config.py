@@ -123,8 +123,15 @@ class ClipTrainConfig:
     region_hflip_prob: float = 0.0
     # Weight of the dense term on region samples' patches (stage clip's ClipObjective).
     patch_loss_weight: float = 0.0
+    # Weight of the vocabulary term: every crop and region sample is also classified among
+    # all the data's concept names (each the normalized mean over the photo templates of its
+    # text embeddings, as zero-shot classifiers and concept files are built), so every name
+    # of the same colour is a negative at every step, not only those the batch happens to hold.
+    names_loss_weight: float = 0.0
 
     def __post_init__(self):
+        if self.names_loss_weight < 0:
+            raise UserError(f"clip.names_loss_weight must be >= 0, got {self.names_loss_weight}")
         if self.regions_per_image < 0:
             raise UserError(f"clip.regions_per_image must be 0 (all) or more, got {self.regions_per_image}")
 

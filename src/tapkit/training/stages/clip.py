@@ -52,6 +52,10 @@ class ClipBatch:
     region_bias: torch.Tensor | None = None
     region_valid: torch.Tensor | None = None
     region_owner: torch.Tensor | None = None  # (M, g*g) the sample whose region covers the patch most (>= half), or -1
+    # The vocabulary term: name_tokens (V * T, L) every concept name in every template
+    # (name-major); name_index (P + R,) each sample's concept among the V names, -1 for scenes.
+    name_tokens: torch.Tensor | None = None
+    name_index: torch.Tensor | None = None
 
 
 def region_coverage(mask: np.ndarray, grid: int, size: int) -> torch.Tensor:
@@ -110,6 +114,9 @@ class ClipBatches(torch.utils.data.Dataset):
         self.model_cfg, self.tokenizer, self.clip = model_cfg, tokenizer, cfg.clip
         self.batch, self.seed, self.rank, self.world = cfg.batch_images, cfg.seed, rank, world_size
         self.skips = SkipCounter()
+        self.names = sorted({reg.concept for r in self.records for reg in r.regions if reg.concept})
+        self.name_tokens = (tokenizer([t.format(n) for n in self.names for t in DEFAULT_TEMPLATES])
+                            if self.clip.names_loss_weight > 0 else None)
 
     def __len__(self) -> int:
         return 2**62
@@ -177,7 +184,12 @@ class ClipBatches(torch.utils.data.Dataset):
         meanings = [m for s in plain + regions for m in s[2]]
         # Positives: the same meaning, or the same words (a one-shape scene's "a red circle").
         positives = torch.tensor([[ma == mb or ta == tb for mb, tb in zip(meanings, texts)] for ma, ta in zip(meanings, texts)])
-        return ClipBatch(images, self.tokenizer(texts), positives, region_images, biases, valid, owner)
+        name_index = None
+        if self.name_tokens is not None:
+            index = {n: i for i, n in enumerate(self.names)}
+            name_index = torch.tensor([index.get(m, -1) for m in meanings])
+        return ClipBatch(images, self.tokenizer(texts), positives, region_images, biases, valid, owner,
+                         self.name_tokens, name_index)
 
 
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, positives: torch.Tensor):
@@ -220,9 +232,10 @@ class ClipObjective(nn.Module):
     targets spread over the positives), so the patches the mask bias lets the recognition
     tokens see carry what the region is."""
 
-    def __init__(self, model: ClipModel, region_start: int = 3, patch_weight: float = 0.0):
+    def __init__(self, model: ClipModel, region_start: int = 3, patch_weight: float = 0.0, names_weight: float = 0.0):
         super().__init__()
         self.model, self.region_start, self.patch_weight = model, region_start, patch_weight
+        self.names_weight = names_weight
 
     def forward(self, batch: ClipBatch) -> LossOutput:
         device = self.model.logit_scale.device
@@ -255,7 +268,26 @@ class ClipObjective(nn.Module):
                 total = total + self.patch_weight * dense
                 parts_out["patch"] = float(dense.detach())
                 parts_out["patch_top1"] = float(target.gather(1, patch_logits.argmax(1, keepdim=True)).gt(0).float().mean())
+        if self.names_weight > 0 and batch.name_tokens is not None:
+            term = self._names_term(image, batch, scale)
+            if term is not None:
+                total = total + self.names_weight * term[0]
+                parts_out["names"], parts_out["names_top1"] = float(term[0].detach()), term[1]
         return LossOutput(total, parts_out)
+
+    def _names_term(self, image: torch.Tensor, batch: ClipBatch, scale: torch.Tensor):
+        """Cross-entropy of each named sample against every name's template-mean text
+        embedding (gradients reach both towers) -> (loss, top-1), or None without named samples."""
+        device = image.device
+        index = batch.name_index.to(device)
+        named = index >= 0
+        if not named.any():
+            return None
+        texts = F.normalize(self.model.encode_text(batch.name_tokens.to(device)), dim=-1)
+        per_name = F.normalize(texts.view(-1, len(DEFAULT_TEMPLATES), texts.shape[-1]).mean(1), dim=-1)
+        logits = scale * image[named] @ per_name.t()
+        loss = F.cross_entropy(logits, index[named])
+        return loss, float((logits.argmax(1) == index[named]).float().mean())
 
 
 def build_model(cfg: TrainConfig) -> ClipModel:
@@ -299,7 +331,8 @@ def freeze(model: ClipModel, cfg: TrainConfig) -> None:
 STAGE = Stage(
     build_model=build_model,
     freeze=freeze,
-    objective=lambda model, cfg: ClipObjective(model, cfg.clip.region_start, cfg.clip.patch_loss_weight),
+    objective=lambda model, cfg: ClipObjective(model, cfg.clip.region_start, cfg.clip.patch_loss_weight,
+                                               cfg.clip.names_loss_weight),
     batches=lambda cfg, model, info: make_batches(cfg, model, info.rank, info.world_size),
     export=lambda model, full_state: dict(full_state),
 )
