@@ -115,6 +115,7 @@ class ClipBatches(torch.utils.data.Dataset):
         self.batch, self.seed, self.rank, self.world = cfg.batch_images, cfg.seed, rank, world_size
         self.skips = SkipCounter()
         self.names = sorted({reg.concept for r in self.records for reg in r.regions if reg.concept})
+        self.name_ids = {n: i for i, n in enumerate(self.names)}
         self.name_tokens = (tokenizer([t.format(n) for n in self.names for t in DEFAULT_TEMPLATES])
                             if self.clip.names_loss_weight > 0 else None)
 
@@ -186,8 +187,7 @@ class ClipBatches(torch.utils.data.Dataset):
         positives = torch.tensor([[ma == mb or ta == tb for mb, tb in zip(meanings, texts)] for ma, ta in zip(meanings, texts)])
         name_index = None
         if self.name_tokens is not None:
-            index = {n: i for i, n in enumerate(self.names)}
-            name_index = torch.tensor([index.get(m, -1) for m in meanings])
+            name_index = torch.tensor([self.name_ids.get(m, -1) for m in meanings])
         return ClipBatch(images, self.tokenizer(texts), positives, region_images, biases, valid, owner,
                          self.name_tokens, name_index)
 
