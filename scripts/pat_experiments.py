@@ -62,6 +62,8 @@ VARIANTS: dict[str, dict | None] = {
     "pat_guidance_x10": {**PAT_DEFAULT, "guidance_scale": 10.0},
     # ... and PAT's losses reach CLIP's trainable positional embedding, SAN's features with it
     "pat_clip_detached": {**PAT_DEFAULT, "clip_gradient": False},
+    # ... and the guidance into the mask decoder's pixel features (masks and attention biases)
+    "pat_decoder": {**PAT_DEFAULT, "guidance_into": "decoder"},
 }
 MAIN = ("san", "pat", "pat_single_res", "pat_coupled", "pat_no_shared_decoder")
 
@@ -118,9 +120,11 @@ def score(segmenter, root: Path, name: str, out: Path, limit: int | None, rt) ->
 @torch.no_grad()
 def guidance_ratio(segmenter, root: Path, images: int = 10) -> float:
     """Mean per-token L2 norm of PAT's guidance over that of the side-network patch tokens
-    it is added to (the output of side block `guidance_at`), on the first `images` images."""
+    it is added to (the output of side block `guidance_at`, or of the last side block when
+    the guidance enters the mask decoder's pixel features), on the first `images` images."""
     model = segmenter.model
-    at, q = model.cfg.pat.guidance_at, model.cfg.side.num_queries
+    side = model.cfg.pat.guidance_into == "side"
+    at, q = (model.cfg.pat.guidance_at if side else len(model.side.blocks)), model.cfg.side.num_queries
     assert at >= 1, "the ratio reads the output of side block guidance_at"
     seen = []
     hook = model.side.blocks[at - 1].register_forward_hook(lambda m, i, out: seen.append(out[:, q:].norm(dim=-1).mean()))

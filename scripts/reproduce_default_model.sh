@@ -14,17 +14,21 @@ python scripts/package_clip.py runs/clip_synthetic/model.safetensors --tokenizer
 tapkit train configs/clip_san_regime.yaml --stop-after 500
 python scripts/package_clip.py runs/clip_san_regime --tokenizer src/tapkit/assets/clip --out scratch/clip_regime500
 tapkit train configs/clip_san_dense.yaml
-python scripts/package_clip.py runs/clip_san_dense/model.safetensors --tokenizer src/tapkit/assets/clip
+python scripts/package_clip.py runs/clip_san_dense/model.safetensors --tokenizer src/tapkit/assets/clip \
+    --out scratch/clip_dense
+# A fourth cycle adding the vocabulary term; the default TAP model's concepts stay on the third.
+tapkit train configs/clip_san_names.yaml
+python scripts/package_clip.py runs/clip_san_names/model.safetensors --tokenizer scratch/clip_dense
 python scripts/plain_drawings.py --out scratch/plain_clip --images 60 --seed 0
 tapkit data evaluate-clip --clip default --sa1b scratch/world_eval/sa1b --output docs/clip_zero_shot_eval.json
 tapkit data evaluate-clip --clip default --sa1b scratch/plain_clip --output docs/clip_zero_shot_plain.json
 # The packaged open-vocabulary segmenter (SAN on that CLIP; docs/segment.md).
 tapkit data synth-semseg --out scratch/semseg_train --images 4000 --seed 0 --split train
-tapkit train configs/san_synthetic_v2.yaml
-python scripts/package_san.py runs/san_synthetic_v2/model.safetensors --tokenizer src/tapkit/assets/clip
-tapkit concepts build --clip default --names scratch/world_train/concepts.txt --out scratch/concepts.pkl
+tapkit train configs/san_synthetic_v4.yaml
+python scripts/package_san.py runs/san_synthetic_v4/model.safetensors --tokenizer src/tapkit/assets/clip
+tapkit concepts build --clip scratch/clip_dense --names scratch/world_train/concepts.txt --out scratch/concepts.pkl
 tapkit data semantic --sa1b scratch/world_train/sa1b --concepts scratch/concepts.pkl --out scratch/semantic \
-    --teacher clip --clip default
+    --teacher clip --clip scratch/clip_dense
 tapkit data tokenizer --vg scratch/world_train/vg_regions.json --out scratch/tokenizer.model --vocab-size 128
 tapkit train configs/default_segment.yaml
 tapkit train configs/default_concepts.yaml

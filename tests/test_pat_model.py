@@ -46,6 +46,25 @@ def test_untrained_pat_computes_what_its_san_does():
     assert not torch.allclose(pat(images, classifier).mask_logits, a.mask_logits)
 
 
+def test_decoder_guidance_enters_the_mask_decoders_pixels_not_the_side_tokens():
+    torch.manual_seed(0)
+    san = SanModel(tiny_config()).eval()
+    cfg = tiny_config(pat=dataclasses.replace(PAT, guidance_into="decoder", guidance_at=99))  # guidance_at unused
+    pat = SanModel(cfg).eval()
+    pat.load_state_dict(san.state_dict(), strict=False)
+    classifier = san.classifier(torch.randint(1, 299, (4 * 2, 16)), 2)
+    images = torch.randn(2, 3, 64, 64)
+    a = san(images, classifier)
+    torch.testing.assert_close(pat(images, classifier).mask_logits, a.mask_logits)  # zero-initialised: SAN
+    torch.nn.init.normal_(pat.pat.semantic.out.weight)
+    b = pat(images, classifier)
+    torch.testing.assert_close(b.pixels - b.pat.guidance, a.pixels)  # the side network's own tokens are SAN's
+    assert not torch.allclose(b.mask_logits, a.mask_logits) and not torch.allclose(b.class_logits, a.class_logits)
+    assert SanConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(AssertionError, match="guidance_into"):
+        dataclasses.replace(PAT, guidance_into="clip")
+
+
 @pytest.mark.parametrize("clip_gradient", [True, False])
 def test_pat_losses_reach_clips_positional_embedding_unless_detached(clip_gradient):
     torch.manual_seed(0)

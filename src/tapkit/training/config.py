@@ -176,6 +176,7 @@ class PatTrainConfig:
     recon_factor: int = 4  # the reconstruction is the finest level's grid x this
     guidance_scale: float = 1.0  # multiplies the semantic branch's zero-initialised output
     clip_gradient: bool = True  # PAT's losses reach CLIP's positional embedding (False: the pyramid reads CLIP detached)
+    guidance_into: str = "side"  # side (the patch tokens at guidance_at) or decoder (the mask decoder's pixel features)
     recon_weight: float = 1.0
     codebook_weight: float = 1.0
 
@@ -185,12 +186,14 @@ class PatTrainConfig:
                             f"and {list(self.strides)}")
         if self.coupling not in ("loose", "coupled"):
             raise UserError(f"pat.coupling must be 'loose' or 'coupled', got '{self.coupling}'")
+        if self.guidance_into not in ("side", "decoder"):
+            raise UserError(f"pat.guidance_into must be 'side' or 'decoder', got '{self.guidance_into}'")
 
     def model_config(self) -> PatConfig:
         levels = tuple(PyramidLevel(int(layer), int(stride)) for layer, stride in zip(self.layers, self.strides))
         return PatConfig(levels, self.codebook, self.width, self.guidance_width, self.coupling, self.shared_decoder,
                          self.guidance_at, self.recon_factor, self.guidance_scale,
-                         self.clip_gradient)
+                         self.clip_gradient, self.guidance_into)
 
 
 @dataclass

@@ -59,7 +59,8 @@ class SanConfig:
         assert all(1 <= d <= self.side.layers for d in self.deep_supervision) and self.deep_supervision[-1] == self.side.layers
         if self.pat is not None:
             assert all(layer <= self.recognition_start for layer in self.pat.layers), "PAT reads CLIP before recognition"
-            assert 0 <= self.pat.guidance_at < self.side.layers, "PAT's guidance enters before the last side block"
+            assert self.pat.guidance_into != "side" or 0 <= self.pat.guidance_at < self.side.layers, \
+                "PAT's guidance enters before the last side block"
 
     @property
     def bias_heads(self) -> int:

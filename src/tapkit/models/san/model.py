@@ -4,7 +4,8 @@ whole; CLIP's maps are fused into the side tokens; the side blocks named in
 blocks recognise every proposal through its bias; each region embedding is scored
 against the classes' text embeddings (+ the learnable background) at CLIP's logit scale.
 With `cfg.pat` (PAT, docs/pat.md) the tokenizer reads CLIP's pyramid from the same pass
-and its guidance is added to the side network's patch tokens at `pat.guidance_at`."""
+and its guidance is added to the side network's patch tokens at `pat.guidance_at`, or to
+the mask decoder's pixel features (`pat.guidance_into: decoder`)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,8 @@ class SanModel(nn.Module):
         outs = []
         for tokens in decoded:
             pixels = tokens[:, q:].transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+            if pat is not None and cfg.pat.guidance_into == "decoder":
+                pixels = pixels + pat.guidance.to(pixels.dtype)
             masks, bias = self.mask_decoder(tokens[:, :q], pixels)
             regions = recognize(self.clip.visual, cfg.recognition_start, feats, bias)
             outs.append(SanAuxOutput(masks, scale * regions @ classifier.to(regions.dtype).t()))
@@ -128,8 +131,9 @@ class SanModel(nn.Module):
         return self._tokens(feats, (images.shape[2] // patch, images.shape[3] // patch))
 
     def _guide(self, index: int, x: torch.Tensor, pat: PatOutput | None, q: int) -> torch.Tensor:
-        """PAT's guidance (B, side width, h, w) added to the patch tokens at `pat.guidance_at`."""
-        if pat is None or index != self.cfg.pat.guidance_at:
+        """PAT's guidance (B, side width, h, w) added to the patch tokens at `pat.guidance_at`
+        (with `pat.guidance_into: side`)."""
+        if pat is None or self.cfg.pat.guidance_into != "side" or index != self.cfg.pat.guidance_at:
             return x
         return torch.cat([x[:, :q], x[:, q:] + pat.guidance.flatten(2).transpose(1, 2).to(x.dtype)], 1)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 COUPLINGS = ("loose", "coupled")
+GUIDANCE_INTO = ("side", "decoder")
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,11 @@ class PatConfig:
     codebook terms) or `coupled` (segmentation gradients reach them too).
     shared_decoder: the semantic branch reads the pixel branch's top-down decoder
     features (one decoder for both tasks) instead of fusing the raw tokens itself.
-    guidance_at: the side-network index (as in SanConfig.fusion) where the guidance is
-    added to the patch tokens. recon_factor: the reconstructed image is the finest
+    guidance_into: `side` adds the guidance to the side network's patch tokens at
+    `guidance_at` (the side-network index, as in SanConfig.fusion); `decoder` adds it to the
+    mask decoder's pixel features (the last side block's patch tokens, for every decoded
+    output), so it shapes the mask proposals and the attention biases CLIP recognises with
+    directly, and `guidance_at` is unused. recon_factor: the reconstructed image is the finest
     level's grid times this (CLIP's grid x 4 at stride 1: a 2-pixel cell at patch 8).
     guidance_scale: multiplies the semantic branch's (zero-initialised) output; with Adam,
     it scales how fast the guidance can grow (docs/pat.md: at 1 it stayed ~0.1 % of the
@@ -65,11 +69,13 @@ class PatConfig:
     recon_factor: int = 4
     guidance_scale: float = 1.0
     clip_gradient: bool = True
+    guidance_into: str = "side"
 
     def __post_init__(self):
         assert self.levels, "PAT needs at least one pyramid level"
         assert all(lv.stride >= 1 for lv in self.levels), "strides are >= 1"
         assert self.coupling in COUPLINGS, f"coupling is one of {COUPLINGS}"
+        assert self.guidance_into in GUIDANCE_INTO, f"guidance_into is one of {GUIDANCE_INTO}"
         assert self.recon_factor >= 1
 
     @property
