@@ -24,8 +24,8 @@ tapkit data evaluate-clip --clip default --sa1b scratch/world_eval/sa1b --output
 tapkit data evaluate-clip --clip default --sa1b scratch/plain_clip --output docs/clip_zero_shot_plain.json
 # The packaged open-vocabulary segmenter (SAN on that CLIP; docs/segment.md).
 tapkit data synth-semseg --out scratch/semseg_train --images 4000 --seed 0 --split train
-tapkit train configs/san_synthetic_v4.yaml
-python scripts/package_san.py runs/san_synthetic_v4/model.safetensors --tokenizer src/tapkit/assets/clip
+tapkit train configs/san_synthetic_v5.yaml
+python scripts/package_san.py runs/san_synthetic_v5/model.safetensors --tokenizer src/tapkit/assets/clip
 tapkit concepts build --clip scratch/clip_dense --names scratch/world_train/concepts.txt --out scratch/concepts.pkl
 tapkit data semantic --sa1b scratch/world_train/sa1b --concepts scratch/concepts.pkl --out scratch/semantic \
     --teacher clip --clip scratch/clip_dense
