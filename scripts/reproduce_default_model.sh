@@ -26,9 +26,9 @@ tapkit data evaluate-clip --clip default --sa1b scratch/plain_clip --output docs
 tapkit data synth-semseg --out scratch/semseg_train --images 4000 --seed 0 --split train
 tapkit train configs/san_synthetic_v5.yaml
 python scripts/package_san.py runs/san_synthetic_v5/model.safetensors --tokenizer src/tapkit/assets/clip
-tapkit concepts build --clip scratch/clip_dense --names scratch/world_train/concepts.txt --out scratch/concepts.pkl
+tapkit concepts build --clip default --names scratch/world_train/concepts.txt --out scratch/concepts.pkl
 tapkit data semantic --sa1b scratch/world_train/sa1b --concepts scratch/concepts.pkl --out scratch/semantic \
-    --teacher clip --clip scratch/clip_dense
+    --teacher clip --clip default
 tapkit data tokenizer --vg scratch/world_train/vg_regions.json --out scratch/tokenizer.model --vocab-size 128
 tapkit train configs/default_segment.yaml
 tapkit train configs/default_concepts.yaml
