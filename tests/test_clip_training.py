@@ -251,3 +251,63 @@ def test_the_vocabulary_term_classifies_every_named_sample_among_all_names(tiny_
 
     with pytest.raises(UserError, match="names_loss_weight"):
         config_from_dict(raw)
+
+
+def test_quarter_turns_rotate_crops_and_region_masks_together_and_never_scenes(tiny_world, clip_vocab, tmp_path):
+    """rot90_prob turns crop and region samples (a region's mask with its image); at 0 the
+    samples are exactly those of a config without the option; scenes are never turned."""
+    raw = clip_config(tiny_world, clip_vocab, tmp_path / "t", batch_images=8)
+    raw["clip"].update({"region_prob": 0.5, "regions_per_image": 0, "scene_prob": 0.3})
+    plain = make_batches(config_from_dict(raw), build_model(config_from_dict(raw)), 0, 1)
+    raw["clip"]["rot90_prob"] = 0.0
+    zero = make_batches(config_from_dict(raw), build_model(config_from_dict(raw)), 0, 1)
+    for step in range(3):
+        a, b = plain.sample(step, 0), zero.sample(step, 0)
+        assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    raw["clip"]["rot90_prob"] = 1.0
+    turned = make_batches(config_from_dict(raw), build_model(config_from_dict(raw)), 0, 1)
+    kinds = {"crop": 0, "region": 0, "scene": 0}
+    for step in range(40):
+        record, rgb = turned._image(step, 0)
+        image, texts, meanings, masks = turned.sample(step, 0)
+        if masks is not None:  # the image is one of rgb's 8 flips / quarter turns, never rgb itself
+            kinds["region"] += 1
+            views = [(flip, k) for flip in (False, True) for k in (1, 2, 3)]
+            view = lambda a, flip, k: np.rot90(a[:, ::-1] if flip else a, k)
+            match = [v for v in views if np.array_equal(image, view(rgb, *v))]
+            assert match and not any(np.array_equal(image, v) for v in (rgb, rgb[:, ::-1]))
+            originals = [(r.concept, view(r.mask(*rgb.shape[:2]), *match[0])) for r in record.regions if r.concept]
+            for mask, meaning in zip(masks, meanings):  # each mask turned with its image
+                assert any(c == meaning and np.array_equal(mask, m) for c, m in originals)
+        elif meanings[0] == texts[0] and meanings[0] not in turned.names:
+            kinds["scene"] += 1
+            assert np.array_equal(image, rgb)
+        else:
+            kinds["crop"] += 1
+    assert all(kinds.values()), kinds
+    raw["clip"]["rot90_prob"] = 1.5
+    from tapkit.errors import UserError
+
+    with pytest.raises(UserError, match="rot90_prob"):
+        config_from_dict(raw)
+
+
+def test_without_the_contrastive_term_only_the_vocabulary_term_trains(tiny_world, clip_vocab, tmp_path):
+    from tapkit.errors import UserError
+    from tapkit.training.stages.clip import ClipObjective
+
+    raw = clip_config(tiny_world, clip_vocab, tmp_path / "c", batch_images=8)
+    raw["clip"].update({"names_loss_weight": 1.0, "contrastive_weight": 0.0})
+    cfg = config_from_dict(raw)
+    model = build_model(cfg).train()
+    batch = make_batches(cfg, model, 0, 1)[1]
+    out = ClipObjective(model, names_weight=1.0, contrastive_weight=0.0)(batch)
+    assert "contrastive" not in out.parts and out.total.item() == pytest.approx(out.parts["names"], rel=1e-6)
+    both = ClipObjective(model, names_weight=1.0)(batch)
+    assert both.total.item() == pytest.approx(both.parts["contrastive"] + both.parts["names"], rel=1e-5)
+    raw["clip"]["names_loss_weight"] = 0.0
+    with pytest.raises(UserError, match="needs a loss"):
+        config_from_dict(raw)
+    raw["clip"]["contrastive_weight"] = -1.0
+    with pytest.raises(UserError, match="contrastive_weight"):
+        config_from_dict(raw)

@@ -128,10 +128,22 @@ class ClipTrainConfig:
     # text embeddings, as zero-shot classifiers and concept files are built), so every name
     # of the same colour is a negative at every step, not only those the batch happens to hold.
     names_loss_weight: float = 0.0
+    # Weight of the contrastive term (0 leaves only the dense and vocabulary terms: the batch's
+    # texts are then not encoded at all).
+    contrastive_weight: float = 1.0
+    # Chance a crop or region sample is turned by a random multiple of 90 degrees (its masks
+    # with it): the world draws shapes at any angle, and their texts say nothing of direction.
+    # Scenes are never turned (their captions say left and right).
+    rot90_prob: float = 0.0
 
     def __post_init__(self):
-        if self.names_loss_weight < 0:
-            raise UserError(f"clip.names_loss_weight must be >= 0, got {self.names_loss_weight}")
+        for name in ("names_loss_weight", "contrastive_weight", "patch_loss_weight"):
+            if getattr(self, name) < 0:
+                raise UserError(f"clip.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.rot90_prob <= 1:
+            raise UserError(f"clip.rot90_prob must be in [0, 1], got {self.rot90_prob}")
+        if self.contrastive_weight == 0 and self.names_loss_weight == 0 and self.patch_loss_weight == 0:
+            raise UserError("stage clip needs a loss: clip.contrastive_weight, names_loss_weight or patch_loss_weight > 0")
         if self.regions_per_image < 0:
             raise UserError(f"clip.regions_per_image must be 0 (all) or more, got {self.regions_per_image}")
 

@@ -146,6 +146,8 @@ class ClipBatches(torch.utils.data.Dataset):
             masks = [r.mask(rgb.shape[0], rgb.shape[1]) for r in chosen]
             if rng.random() < self.clip.region_hflip_prob:
                 rgb, masks = rgb[:, ::-1], [m[:, ::-1] for m in masks]
+            turns = self._turns(rng)
+            rgb, masks = np.rot90(rgb, turns), [np.rot90(m, turns) for m in masks]
             return rgb, [crop_text(r, rng) for r in chosen], [r.concept for r in chosen], masks
         if rng.random() < self.clip.scene_prob:
             text = scene_text(regions, rng)
@@ -154,7 +156,14 @@ class ClipBatches(torch.utils.data.Dataset):
         crop = square_crop(rgb, region.bbox, rng.uniform(*self.clip.crop_margin), tuple(rng.uniform(-0.1, 0.1, 2)))
         if rng.random() < self.clip.hflip_prob:
             crop = crop[:, ::-1]
-        return crop, [crop_text(region, rng)], [region.concept], None
+        return np.rot90(crop, self._turns(rng)), [crop_text(region, rng)], [region.concept], None
+
+    def _turns(self, rng: np.random.Generator) -> int:
+        """Quarter turns for a crop or region sample: 0 unless rot90_prob draws 1-3. No
+        draw is made at rot90_prob 0, so older configs' samples are unchanged."""
+        if not self.clip.rot90_prob or rng.random() >= self.clip.rot90_prob:
+            return 0
+        return int(rng.integers(1, 4))
 
     def __getitem__(self, step: int) -> ClipBatch:
         drawn = [self.sample(step, slot) for slot in range(self.batch)]
@@ -232,14 +241,14 @@ class ClipObjective(nn.Module):
     targets spread over the positives), so the patches the mask bias lets the recognition
     tokens see carry what the region is."""
 
-    def __init__(self, model: ClipModel, region_start: int = 3, patch_weight: float = 0.0, names_weight: float = 0.0):
+    def __init__(self, model: ClipModel, region_start: int = 3, patch_weight: float = 0.0, names_weight: float = 0.0,
+                 contrastive_weight: float = 1.0):
         super().__init__()
         self.model, self.region_start, self.patch_weight = model, region_start, patch_weight
-        self.names_weight = names_weight
+        self.names_weight, self.contrastive_weight = names_weight, contrastive_weight
 
     def forward(self, batch: ClipBatch) -> LossOutput:
         device = self.model.logit_scale.device
-        text = F.normalize(self.model.encode_text(batch.tokens.to(device)), dim=-1)
         parts = [F.normalize(self.model.encode_image(batch.images.to(device)), dim=-1)] if batch.images is not None else []
         patches = None
         if batch.region_images is not None:
@@ -252,11 +261,16 @@ class ClipObjective(nn.Module):
         image = torch.cat(parts)
         scale = self.model.logit_scale.exp().clamp(max=100.0)
         positives = batch.positives.to(device)
-        loss, logits = contrastive_loss(image, text, scale, positives)
-        right = positives[torch.arange(len(positives), device=device), logits.argmax(1)].float().mean()
-        parts_out = {"contrastive": float(loss.detach()), "image_to_text_top1": float(right),
-                     "logit_scale": float(scale.detach())}
-        total = loss
+        parts_out = {"logit_scale": float(scale.detach())}
+        total = image.sum() * 0.0  # keeps the graph when a batch has no term (e.g. scenes only, no contrastive)
+        text = None
+        if self.contrastive_weight > 0 or (patches is not None and self.patch_weight > 0):
+            text = F.normalize(self.model.encode_text(batch.tokens.to(device)), dim=-1)
+        if self.contrastive_weight > 0:
+            loss, logits = contrastive_loss(image, text, scale, positives)
+            right = positives[torch.arange(len(positives), device=device), logits.argmax(1)].float().mean()
+            parts_out["contrastive"], parts_out["image_to_text_top1"] = float(loss.detach()), float(right)
+            total = total + self.contrastive_weight * loss
         if patches is not None:
             owner = batch.region_owner.to(device)
             owned = owner >= 0
@@ -332,7 +346,7 @@ STAGE = Stage(
     build_model=build_model,
     freeze=freeze,
     objective=lambda model, cfg: ClipObjective(model, cfg.clip.region_start, cfg.clip.patch_loss_weight,
-                                               cfg.clip.names_loss_weight),
+                                               cfg.clip.names_loss_weight, cfg.clip.contrastive_weight),
     batches=lambda cfg, model, info: make_batches(cfg, model, info.rank, info.world_size),
     export=lambda model, full_state: dict(full_state),
 )
