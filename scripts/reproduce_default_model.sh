@@ -19,13 +19,21 @@ python scripts/package_clip.py runs/clip_san_dense/model.safetensors --tokenizer
 # A fourth cycle adding the vocabulary term; the default TAP model's concepts stay on the third.
 tapkit train configs/clip_san_names.yaml
 python scripts/package_clip.py runs/clip_san_names/model.safetensors --tokenizer scratch/clip_dense
+# A fifth cycle teaching shape directly (vocabulary term alone, text tower frozen, quarter turns):
+# crops from the fourth cycle, then SAN's regime; the CLIP after its second part is the package.
+tapkit train configs/clip_shapes.yaml
+python scripts/package_clip.py runs/clip_shapes/model.safetensors --tokenizer src/tapkit/assets/clip --out scratch/clip_shapes
+tapkit train configs/clip_shapes_regions_long.yaml
+python scripts/package_clip.py runs/clip_shapes_regions_long/model.safetensors --tokenizer scratch/clip_shapes \
+    --out scratch/clip_fifth_long
+python scripts/package_clip.py runs/clip_shapes_regions_long/model.safetensors --tokenizer scratch/clip_shapes
 python scripts/plain_drawings.py --out scratch/plain_clip --images 60 --seed 0
 tapkit data evaluate-clip --clip default --sa1b scratch/world_eval/sa1b --output docs/clip_zero_shot_eval.json
 tapkit data evaluate-clip --clip default --sa1b scratch/plain_clip --output docs/clip_zero_shot_plain.json
 # The packaged open-vocabulary segmenter (SAN on that CLIP; docs/segment.md).
 tapkit data synth-semseg --out scratch/semseg_train --images 4000 --seed 0 --split train
-tapkit train configs/san_synthetic_v5.yaml
-python scripts/package_san.py runs/san_synthetic_v5/model.safetensors --tokenizer src/tapkit/assets/clip
+tapkit train configs/san_synthetic_v8_side8.yaml
+python scripts/package_san.py runs/san_synthetic_v8_side8/model.safetensors --tokenizer src/tapkit/assets/clip
 tapkit concepts build --clip default --names scratch/world_train/concepts.txt --out scratch/concepts.pkl
 tapkit data semantic --sa1b scratch/world_train/sa1b --concepts scratch/concepts.pkl --out scratch/semantic \
     --teacher clip --clip default

@@ -24,7 +24,7 @@ def test_packaged_clip_is_small_and_loads_without_a_path():
 
 def test_packaged_clip_names_held_out_crops():
     """Crops of scenes from a seed the CLIP never saw (it trained on seed 0): colour almost
-    always, and the full name far above the 1/48 of chance."""
+    always, and the full name on most crops (chance is 1/48)."""
     clip = tapkit.load_clip()
     names = concept_names()
     weights = torch.from_numpy(concept_weights(names, ClipText(clip)))
@@ -38,4 +38,4 @@ def test_packaged_clip_names_held_out_crops():
     colour = np.mean([names[p].split()[0] == names[t].split()[0] for p, t in zip(predicted, truth)])
     top1 = np.mean([p == t for p, t in zip(predicted, truth)])
     assert len(truth) > 50 and len(COLOURS) * len(SHAPES) == 48
-    assert colour >= 0.9 and top1 >= 0.25, (colour, top1)
+    assert colour >= 0.9 and top1 >= 0.6, (colour, top1)  # the fifth cycle's CLIP: 0.76 here (the fourth's ~0.5)
