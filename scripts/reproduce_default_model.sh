@@ -24,8 +24,6 @@ python scripts/package_clip.py runs/clip_san_names/model.safetensors --tokenizer
 tapkit train configs/clip_shapes.yaml
 python scripts/package_clip.py runs/clip_shapes/model.safetensors --tokenizer src/tapkit/assets/clip --out scratch/clip_shapes
 tapkit train configs/clip_shapes_regions_long.yaml
-python scripts/package_clip.py runs/clip_shapes_regions_long/model.safetensors --tokenizer scratch/clip_shapes \
-    --out scratch/clip_fifth_long
 python scripts/package_clip.py runs/clip_shapes_regions_long/model.safetensors --tokenizer scratch/clip_shapes
 python scripts/plain_drawings.py --out scratch/plain_clip --images 60 --seed 0
 tapkit data evaluate-clip --clip default --sa1b scratch/world_eval/sa1b --output docs/clip_zero_shot_eval.json

@@ -264,7 +264,7 @@ class ClipObjective(nn.Module):
         parts_out = {"logit_scale": float(scale.detach())}
         total = image.sum() * 0.0  # keeps the graph when a batch has no term (e.g. scenes only, no contrastive)
         text = None
-        if self.contrastive_weight > 0 or (patches is not None and self.patch_weight > 0):
+        if self.contrastive_weight > 0 or patches is not None:  # patches only exist for the dense term
             text = F.normalize(self.model.encode_text(batch.tokens.to(device)), dim=-1)
         if self.contrastive_weight > 0:
             loss, logits = contrastive_loss(image, text, scale, positives)
